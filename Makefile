@@ -1,0 +1,65 @@
+# longctx front door. Every target sets up .venv first (idempotent: re-installs only when
+# pyproject.toml or constraints-cpu.txt changed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.longctx-installed
+CONFIG ?= ray_jobs/configs/demo_cpu.yaml
+STAGE ?= pipeline
+PYTEST_ARGS ?=
+# Reproducible, offline-safe defaults (no hub at run time here; one tokenizer per Ray actor).
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export LONGCTX_CACHE_DIR ?= $(CURDIR)/.cache/longctx
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test lint format bench bench-gpu repro repro-base cluster-up cluster-down submit clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU install path: constraints pin torch==2.13.0 (CPU build); GPU images bring their own torch.
+	$(PY) -m pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m ray_jobs.pipeline --config $(CONFIG)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) -m bench.run_all
+
+bench-gpu:
+	bash bench/gpu/run.sh
+
+repro-base: setup
+	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml --only-base
+
+repro: setup
+	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml
+
+cluster-up: setup
+	bash cluster/local/up.sh
+
+cluster-down:
+	bash cluster/local/down.sh
+
+submit: setup
+	bash cluster/local/submit.sh $(STAGE) $(CONFIG)
+
+clean:
+	rm -rf runs .cache .pytest_cache

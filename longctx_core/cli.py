@@ -1,0 +1,75 @@
+"""What every `python -m ray_jobs.<stage>` shares: argument parsing, config loading, logging, exit codes.
+
+    python -m ray_jobs.train --config ray_jobs/configs/demo_cpu.yaml train.max_steps=5
+
+Exit status 0 on success; 2 with one line `longctx <stage>: error: <reason>` for a bad config or bad input
+(before any Ray resource is requested); 1 for an unexpected failure (traceback, then the same one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from longctx_core.config import Config, ConfigError, load_config
+from longctx_core.errors import LongctxError
+
+logger = logging.getLogger(__name__)
+
+# Quiet, offline-safe defaults for every stage; a user's environment wins.
+_ENV_DEFAULTS = {
+    "TOKENIZERS_PARALLELISM": "false",  # one tokenizer per Ray actor; its own thread pool would oversubscribe
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "RAY_DEDUP_LOGS": "1",
+}
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+
+
+def parse_args(stage: str, argv: Sequence[str] | None = None) -> tuple[str | None, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m ray_jobs.{stage}",
+        description=f"longctx {stage} stage. Overrides are dotted keys: train.max_steps=5 data.num_samples=16",
+    )
+    parser.add_argument("--config", help="YAML preset (ray_jobs/configs/*.yaml); unset = all defaults")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides applied on top of the YAML")
+    ns = parser.parse_args(argv)
+    return ns.config, list(ns.overrides)
+
+
+def fail(stage: str, reason: str, code: int) -> None:
+    print(f"longctx {stage}: error: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def run_stage(stage: str, body: Callable[[Config], object], argv: Sequence[str] | None = None) -> object:
+    """Parse + validate the config (before anything touches Ray), then run `body(cfg)` with clean exits."""
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    config_path, overrides = parse_args(stage, argv)
+    try:
+        cfg = load_config(config_path, overrides)
+    except ConfigError as exc:
+        fail(stage, f"invalid config: {exc}", 2)
+    setup_logging(cfg.run.log_level)
+    try:
+        return body(cfg)
+    except (ConfigError, LongctxError) as exc:
+        fail(stage, str(exc), 2)
+    except KeyboardInterrupt:
+        fail(stage, "interrupted", 130)
+    except Exception as exc:  # unexpected: keep the traceback for the user, end with the one-line reason
+        traceback.print_exc()
+        fail(stage, f"{type(exc).__name__}: {exc}".splitlines()[0], 1)
+    return None

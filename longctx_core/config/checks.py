@@ -1,0 +1,21 @@
+"""Cross-section checks: contradictions between fields of different sections, named by key path.
+
+Each check raises ValueError("<key.path>: <reason>"); `Config` turns it into a one-line ConfigError.
+Section-local checks live in the section's own validators.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from longctx_core.config import Config
+
+
+def cross_section_checks(cfg: Config) -> None:
+    if not cfg.train.use_gpu and cfg.model.torch_dtype == "float16":
+        raise ValueError(
+            "model.torch_dtype: float16 is not supported on CPU workers (train.use_gpu is false)"
+        )
+    if cfg.model.attn_implementation == "flash_attention_2" and not cfg.train.use_gpu:
+        raise ValueError("model.attn_implementation: flash_attention_2 needs train.use_gpu=true")

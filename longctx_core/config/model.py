@@ -1,0 +1,111 @@
+"""`model:` section: which checkpoint, the tiny model's shape, RoPE extension, quantisation, LoRA."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from longctx_core.config.base import Section
+
+TINY = "tiny"  # model.name_or_path value that builds the tiny Qwen2 model locally
+
+
+class TinyModelConfig(Section):
+    vocab_size: int = Field(4096, ge=300, description="BPE vocabulary size of the locally trained tokenizer.")
+    hidden_size: int = Field(128, ge=16, description="Qwen2Config.hidden_size.")
+    intermediate_size: int = Field(352, ge=16, description="Qwen2Config.intermediate_size (MLP width).")
+    num_hidden_layers: int = Field(2, ge=1, description="Qwen2Config.num_hidden_layers.")
+    num_attention_heads: int = Field(4, ge=1, description="Qwen2Config.num_attention_heads.")
+    num_key_value_heads: int = Field(2, ge=1, description="Qwen2Config.num_key_value_heads (GQA like Qwen2).")
+    max_position_embeddings: int = Field(
+        512, ge=16, description="The tiny model's original (pre-extension) context length."
+    )
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base of the tiny model.")
+    tokenizer_texts: int = Field(
+        2000, ge=10, description="How many built-in corpus documents train the tokenizer."
+    )
+    seed: int = Field(0, description="Seed for weights init and the tokenizer's training corpus.")
+
+    @model_validator(mode="after")
+    def _heads(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size: must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads: must be divisible by num_key_value_heads")
+        return self
+
+
+class RopeConfig(Section):
+    type: Literal["none", "linear", "dynamic", "yarn"] = Field(
+        "none", description="RoPE scaling: none | linear (position interpolation) | dynamic (NTK) | yarn."
+    )
+    target_max_position_embeddings: Optional[int] = Field(
+        None, ge=1, description="Context length to reach; factor = target / original when factor is unset."
+    )
+    original_max_position_embeddings: Optional[int] = Field(
+        None, ge=1, description="The checkpoint's native context. Unset: read from the checkpoint config."
+    )
+    factor: Optional[float] = Field(None, description="Explicit scaling factor (>= 1); overrides the ratio.")
+    rope_theta: Optional[float] = Field(
+        None, gt=0, description="Override the RoPE base; unset keeps the checkpoint's."
+    )
+    beta_fast: Optional[float] = Field(None, gt=0, description="YaRN beta_fast (transformers default 32).")
+    beta_slow: Optional[float] = Field(None, gt=0, description="YaRN beta_slow (transformers default 1).")
+
+
+class QuantizationConfig(Section):
+    load_in_4bit: bool = Field(
+        True, description="QLoRA: load the base in 4-bit (bitsandbytes). False = plain LoRA."
+    )
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too (QLoRA paper).")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Matmul dtype of 4-bit layers: bfloat16 on GPU, float32 on CPU."
+    )
+    quant_storage: Optional[Literal["uint8", "float32", "bfloat16", "float16"]] = Field(
+        None,
+        description="Storage dtype of packed 4-bit weights; unset = model dtype (needed for ZeRO-3 sharding).",
+    )
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(64, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Modules that get adapters (default: all seven linear projections, as in the seed recipe).",
+    )
+    extra_trainable: list[str] = Field(
+        default_factory=list,
+        description="Extra fully-trained modules, e.g. ['embed_tokens', 'norm'] (LongLoRA); saved with the adapter.",
+    )
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        TINY,
+        description="HF hub name or local folder of a Qwen2-architecture checkpoint; 'tiny' builds one locally.",
+    )
+    revision: Optional[str] = Field(None, description="Hub revision (commit/tag) to pin.")
+    tokenizer: Optional[str] = Field(None, description="Tokenizer name/path; unset = same as name_or_path.")
+    trust_remote_code: bool = Field(
+        False, description="Allow custom modelling code (off: Qwen2 loads natively)."
+    )
+    torch_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Dtype of non-quantised weights: bfloat16 on GPU, float32 on CPU."
+    )
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel. flash_attention_2 (GPU) gives varlen packing."
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in backward (long context)."
+    )
+    use_reentrant: bool = Field(
+        False, description="Gradient checkpointing flavour; non-reentrant works with LoRA."
+    )
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Shape of the tiny model.")
+    rope: RopeConfig = Field(default_factory=RopeConfig, description="RoPE context extension.")
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig, description="4-bit loading.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")

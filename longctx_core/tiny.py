@@ -1,0 +1,145 @@
+"""The tiny model kit: a small Qwen2-architecture causal LM and a locally trained BPE tokenizer.
+
+Both are saved as ordinary Hugging Face folders, so `AutoModelForCausalLM.from_pretrained` and
+`AutoTokenizer.from_pretrained` load them exactly as they load a real Qwen checkpoint: tests and the demo
+exercise the same loading path as a cluster run, without a hub.
+
+    path = ensure_tiny_checkpoint(cfg.model.tiny)   # built once, then cached
+    tok = AutoTokenizer.from_pretrained(path); model = AutoModelForCausalLM.from_pretrained(path)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from longctx_core.config import TinyModelConfig
+
+logger = logging.getLogger(__name__)
+
+# Qwen's ChatML special tokens, in Qwen2's order (ids follow the learned vocabulary).
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+# Qwen2-Instruct's ChatML template (tools removed): a default system turn when none is given.
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if loop.first and message['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Bump when the build recipe changes so cached folders are rebuilt.
+_RECIPE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny checkpoints are cached: $LONGCTX_CACHE_DIR or ~/.cache/longctx."""
+    return Path(os.environ.get("LONGCTX_CACHE_DIR", Path.home() / ".cache" / "longctx")).expanduser()
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """Train a byte-level BPE tokenizer with ChatML special tokens; returns a `PreTrainedTokenizerFast`.
+
+    Byte-level means every string (English, Chinese, anything) encodes without unknown tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=IM_END,  # what a chat reply ends with, as in Qwen2-Instruct
+        pad_token=ENDOFTEXT,
+        unk_token=None,
+        model_max_length=1 << 20,
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def build_tiny_model(cfg: TinyModelConfig, tokenizer):
+    """A randomly initialised `Qwen2ForCausalLM` of the configured shape, sized to the tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=True,  # as in the small Qwen2/2.5 checkpoints
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        torch_dtype="float32",
+    )
+    torch.manual_seed(cfg.seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = [config.eos_token_id, config.pad_token_id]
+    model.generation_config.pad_token_id = config.pad_token_id
+    return model
+
+
+def tiny_fingerprint(cfg: TinyModelConfig) -> str:
+    blob = json.dumps({"recipe": _RECIPE_VERSION, **cfg.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _default_texts(cfg: TinyModelConfig) -> list[str]:
+    from data_gen.builtin import tokenizer_training_texts
+
+    return tokenizer_training_texts(cfg.tokenizer_texts, seed=cfg.seed)
+
+
+def ensure_tiny_checkpoint(
+    cfg: TinyModelConfig, cache_dir: str | Path | None = None, texts: Iterable[str] | None = None
+) -> Path:
+    """Return the folder of the tiny checkpoint for `cfg`, building it once (atomic rename, so concurrent
+    workers never see a half-written folder). `texts` defaults to the built-in corpus."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = root / f"tiny-{tiny_fingerprint(cfg)}"
+    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    logger.info("building tiny Qwen2 checkpoint at %s", out)
+    tokenizer = train_tokenizer(texts if texts is not None else _default_texts(cfg), cfg.vocab_size)
+    model = build_tiny_model(cfg, tokenizer)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "longctx_tiny.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        try:
+            tmp.rename(out)
+        except OSError:  # another process won the race; its folder is equivalent
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,62 @@
+"""Shared fixtures: a real local Ray runtime and the tiny Qwen2 checkpoint, both session-scoped.
+
+Tests run on CPU with tiny models built in code; `-m gpu` / `-m slow` opt into the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+os.environ.setdefault("LONGCTX_CACHE_DIR", str(REPO / ".cache" / "longctx"))
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def pytest_report_header(config):
+    return (
+        "longctx: default run excludes -m gpu and -m slow; include them with PYTEST_ARGS='-m slow' (or gpu)"
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray runtime with 2 CPUs (resources in tests are sized fractionally, see STACK-NOTES)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from longctx_core.config import TinyModelConfig
+
+    return TinyModelConfig()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_config) -> Path:
+    """The default tiny Qwen2 checkpoint (tokenizer trained on the built-in corpus), built once and cached."""
+    from longctx_core.tiny import ensure_tiny_checkpoint
+
+    return ensure_tiny_checkpoint(tiny_config)
+
+
+@pytest.fixture(scope="session")
+def shared_nq_file() -> Path:
+    path = SHARED_DATA / "nq-open-oracle.jsonl.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (real data for checks lives in ../shared/data)")
+    return path
