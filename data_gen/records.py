@@ -1,0 +1,67 @@
+"""The record types every source normalises to, and the sample type the composer produces.
+
+    QARecord  — one question over one or more evidence documents (a normalised source row)
+    Document  — a titled passage (gold evidence or a distractor)
+    LongSample — one long multi-document chat sample (a row of the Parquet output)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+AnswerStyle = Literal["paraphrase", "plain", "unanswerable"]
+Lang = Literal["en", "zh"]
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class QARecord:
+    id: str
+    lang: Lang
+    question: str
+    answers: tuple[str, ...]
+    evidence_docs: tuple[Document, ...]  # gold document(s); HotpotQA has two
+    # Sentences that hold the evidence, when the source annotates them (HotpotQA supporting facts);
+    # each must be verbatim text of one of evidence_docs. Empty: the composer locates them.
+    evidence_sentences: tuple[str, ...] = ()
+    source: str = "builtin"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> QARecord:
+        return QARecord(
+            id=str(d["id"]),
+            lang=d["lang"],
+            question=d["question"],
+            answers=tuple(d["answers"]),
+            evidence_docs=tuple(Document(**doc) for doc in d["evidence_docs"]),
+            evidence_sentences=tuple(d.get("evidence_sentences") or ()),
+            source=d.get("source", "unknown"),
+        )
+
+
+@dataclass
+class LongSample:
+    """One Parquet row. Column names are a contract (see DESIGN.md)."""
+
+    id: str
+    messages: list[dict[str, str]]  # [{role, content}], system/user/assistant turns
+    n_tokens: int
+    n_docs: int
+    gold_positions: list[int]  # 0-based indices of gold documents in the context, one per gold doc
+    answer_style: AnswerStyle
+    source: str
+    lang: Lang
+    seed: int = 0
+    meta: dict = field(default_factory=dict)  # extra, source-specific (e.g. evidence fallback flags)
+
+    def to_row(self) -> dict:
+        return asdict(self)
