@@ -1,8 +1,8 @@
 """The record types every source normalises to, and the sample type the composer produces.
 
-    QARecord  — one question over one or more evidence documents (a normalised source row)
-    Document  — a titled passage (gold evidence or a distractor)
-    LongSample — one long multi-document chat sample (a row of the Parquet output)
+QARecord  — one question over one or more evidence documents (a normalised source row)
+Document  — a titled passage (gold evidence or a distractor)
+LongSample — one long multi-document chat sample (a row of the Parquet output)
 """
 
 from __future__ import annotations

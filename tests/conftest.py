@@ -32,7 +32,9 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
