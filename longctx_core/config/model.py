@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from longctx_core.config.base import Section
 
@@ -36,15 +36,53 @@ class TinyModelConfig(Section):
         return self
 
 
+SCALED_ROPE_TYPES = ("linear", "dynamic", "yarn")
+
+
+def rope_problem(rope: RopeConfig, original: int | None) -> str | None:
+    """The first inconsistency between the `model.rope` fields and a known original context, or None.
+
+    Returns "<key>: <reason>" with the key relative to the `rope` section. `original` is the pre-extension
+    context (None when not known yet: the checkpoint is read later and this runs again then).
+    """
+    target, factor = rope.target_max_position_embeddings, rope.factor
+    if rope.type == "none":
+        if target and original and target > original:
+            return (
+                f"type: target_max_position_embeddings={target} exceeds the original context {original} "
+                "but no RoPE scaling is set (choose linear, dynamic or yarn)"
+            )
+        return None
+    if factor is None and target is None:
+        return f"factor: type={rope.type} needs factor or target_max_position_embeddings"
+    if target and original:
+        if factor is None and target < original:
+            return (
+                f"target_max_position_embeddings: {target} is shorter than the original context {original}; "
+                "nothing to extend (use type=none)"
+            )
+        if factor is not None and original * factor < target:
+            return (
+                f"factor: {factor:g} x original context {original} = {original * factor:g} does not reach "
+                f"target_max_position_embeddings={target}"
+            )
+    return None
+
+
 class RopeConfig(Section):
     type: Literal["none", "linear", "dynamic", "yarn"] = Field(
-        "none", description="RoPE scaling: none | linear (position interpolation) | dynamic (NTK) | yarn."
+        "none",
+        description="RoPE scaling: none | linear (position interpolation) | dynamic (NTK; inference-time, "
+        "warned against for fine-tuning) | yarn.",
     )
     target_max_position_embeddings: Optional[int] = Field(
         None, ge=1, description="Context length to reach; factor = target / original when factor is unset."
     )
     original_max_position_embeddings: Optional[int] = Field(
-        None, ge=1, description="The checkpoint's native context. Unset: read from the checkpoint config."
+        None,
+        ge=1,
+        description="The checkpoint's pretraining context. Unset: read from the checkpoint config "
+        "(required for yarn on a real checkpoint, whose max_position_embeddings may already be extended).",
     )
     factor: Optional[float] = Field(None, description="Explicit scaling factor (>= 1); overrides the ratio.")
     rope_theta: Optional[float] = Field(
@@ -52,6 +90,30 @@ class RopeConfig(Section):
     )
     beta_fast: Optional[float] = Field(None, gt=0, description="YaRN beta_fast (transformers default 32).")
     beta_slow: Optional[float] = Field(None, gt=0, description="YaRN beta_slow (transformers default 1).")
+
+    @field_validator("factor")
+    @classmethod
+    def _factor_at_least_one(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1 (RoPE scaling only extends the context)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RopeConfig:
+        if self.type == "none" and self.factor is not None:
+            raise ValueError("factor: is set but type is 'none' (choose linear, dynamic or yarn)")
+        if self.type != "yarn":
+            for key in ("beta_fast", "beta_slow"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only used with type=yarn (type is '{self.type}')")
+        if self.beta_fast is not None and self.beta_slow is not None and self.beta_fast <= self.beta_slow:
+            raise ValueError(
+                f"beta_fast: must be greater than beta_slow ({self.beta_fast:g} <= {self.beta_slow:g})"
+            )
+        problem = rope_problem(self, self.original_max_position_embeddings)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class QuantizationConfig(Section):
@@ -79,8 +141,18 @@ class LoraConfig(Section):
     )
     extra_trainable: list[str] = Field(
         default_factory=list,
-        description="Extra fully-trained modules, e.g. ['embed_tokens', 'norm'] (LongLoRA); saved with the adapter.",
+        description="Extra fully-trained modules, matched by name suffix like PEFT's modules_to_save: "
+        "['embed_tokens', 'norm'] trains the embeddings and every *norm layer (LongLoRA); saved with the adapter.",
     )
+
+    @model_validator(mode="after")
+    def _modules(self) -> LoraConfig:
+        if not self.target_modules:
+            raise ValueError("target_modules: must name at least one module")
+        both = sorted(set(self.target_modules) & set(self.extra_trainable))
+        if both:
+            raise ValueError(f"extra_trainable: {both} are already LoRA target_modules")
+        return self
 
 
 class ModelConfig(Section):
@@ -109,3 +181,22 @@ class ModelConfig(Section):
     rope: RopeConfig = Field(default_factory=RopeConfig, description="RoPE context extension.")
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig, description="4-bit loading.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+
+    @model_validator(mode="after")
+    def _rope_against_checkpoint(self) -> ModelConfig:
+        rope = self.rope
+        if rope.original_max_position_embeddings is not None:
+            return self  # checked inside RopeConfig already
+        if self.name_or_path == TINY:
+            # The tiny model's original context is known from its shape: check now, not after a build.
+            problem = rope_problem(rope, self.tiny.max_position_embeddings)
+            if problem:
+                raise ValueError(f"rope.{problem}")
+        elif rope.type == "yarn":
+            # transformers silently defaults YaRN's original length to max_position_embeddings, which some
+            # checkpoints (e.g. Qwen2-7B: 131072 over a 32768 pretraining context) already store extended.
+            raise ValueError(
+                "rope.original_max_position_embeddings: required with rope.type=yarn on a real checkpoint "
+                "(its pretraining context, e.g. 32768 for Qwen2.5)"
+            )
+        return self
