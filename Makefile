@@ -47,7 +47,7 @@ bench-gpu:
 	bash bench/gpu/run.sh
 
 repro-base: setup
-	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml --only-base
+	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml repro.only_base=true
 
 repro: setup
 	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml

@@ -28,6 +28,7 @@ from longctx_core.config.model import (
     RopeConfig,
     TinyModelConfig,
 )
+from longctx_core.config.repro import ReproConfig
 from longctx_core.config.run import RunConfig
 from longctx_core.config.train import TrainConfig
 
@@ -40,6 +41,7 @@ __all__ = [
     "LoraConfig",
     "ModelConfig",
     "QuantizationConfig",
+    "ReproConfig",
     "RopeConfig",
     "RunConfig",
     "SourceConfig",
@@ -61,6 +63,9 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Sample synthesis.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on Ray Train.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    repro: ReproConfig = Field(
+        default_factory=ReproConfig, description="Toy-scale reproduction (make repro)."
+    )
 
     @model_validator(mode="after")
     def _cross_section(self) -> Config:
