@@ -65,3 +65,18 @@ class LongSample:
 
     def to_row(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A source row that cannot become a QARecord (or a record that cannot become a sample): it goes to
+    `quarantine/` with its reason, and the job carries on."""
+
+    reason: str  # short key counted in stats.json, e.g. "missing_field", "answer_not_found"
+    detail: str = ""  # human-readable specifics (which field, which answer)
+    source: str = ""
+    location: str = ""  # file:line or record id
+    raw: str = ""  # the offending row (truncated), for the user to inspect
+
+    def to_row(self) -> dict:
+        return asdict(self)

@@ -42,7 +42,7 @@ CHATML_TEMPLATE = (
 )
 
 # Bump when the build recipe changes so cached folders are rebuilt.
-_RECIPE_VERSION = 1
+_RECIPE_VERSION = 2
 
 
 def default_cache_dir() -> Path:

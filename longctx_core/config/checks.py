@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 
 def cross_section_checks(cfg: Config) -> None:
+    hi = cfg.data.target_bounds()[1]
+    if hi > cfg.train.max_seq_len:
+        raise ValueError(
+            f"data.target_tokens: largest target {hi} exceeds train.max_seq_len {cfg.train.max_seq_len} "
+            "(samples must fit the training length)"
+        )
     if not cfg.train.use_gpu and cfg.model.torch_dtype == "float16":
         raise ValueError(
             "model.torch_dtype: float16 is not supported on CPU workers (train.use_gpu is false)"

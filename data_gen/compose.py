@@ -1,0 +1,390 @@
+"""Compose one long multi-document chat sample from QA records and a distractor pool.
+
+    sample = compose_sample([rec1, rec2], pool, tokenizer, target_tokens=8192, answer_style="paraphrase",
+                            seed=derive_seed(run_seed, "train", index))
+
+Layout (`styles` renders every piece):
+
+    messages = [system,
+                user(instruction + Document [1] ... Document [n] + first question), assistant(answer 1),
+                user(question 2), assistant(answer 2), ...]
+
+Length: the context is the gold document(s) plus distractors drawn from the pool (same language first)
+until the rendered chat — tokenised with the tokenizer's chat template — lands in
+
+    [target - token_tolerance(target), min(target, max_tokens)],   token_tolerance(t) = max(64, 3% of t)
+
+Each pool document's token count is computed once (`DocPool`); the composer sums them to choose the
+documents, fills the last gap with a sentence-truncated distractor, then tokenises the whole chat once to
+get the true `n_tokens` (and corrects if the estimate missed). The `plain` twin of a `paraphrase` sample
+(same records, seed and target) has the same context and questions: the context budget always reserves
+room for the quoted answers, so a plain sample is shorter than its twin by exactly the quote lines.
+`unanswerable` samples hold no gold document and are filled to the window on their own.
+
+Randomness comes from `seed` in separate streams ("context", "positions"), so the answer style never
+changes which documents are drawn. Distractors never contain an answer string of the sample's questions
+nor repeat a gold document.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from data_gen import styles
+from data_gen.evidence import Evidence, locate_evidence
+from data_gen.records import AnswerStyle, Document, LongSample, QARecord
+from data_gen.seeding import rng_for
+from data_gen.text import sentence_spans
+
+logger = logging.getLogger(__name__)
+
+MAX_MISSES = 48  # consecutive pool draws that fit nowhere before the greedy fill stops
+MAX_ROUNDS = 6  # exact-count correction rounds
+_SEP_TOKENS = 2  # "\n\n" between documents (measured: 2 tokens for the tiny BPE and Qwen2)
+
+
+def token_tolerance(target: int) -> int:
+    """How far below `target` a sample may land: max(64, 3% of target) tokens. It never lands above."""
+    return max(64, int(0.03 * target))
+
+
+class ComposeError(ValueError):
+    """A sample cannot be composed from these records; `reason` is the quarantine key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class PositionSpec:
+    """Gold placement: uniform over slots; middle = with probability `middle_weight` a slot in the middle
+    half (relative position in [.25, .75]), else uniform; fixed = at round(fixed * (n_docs - 1))."""
+
+    kind: str = "uniform"
+    middle_weight: float = 0.5
+    fixed: float = 0.5
+
+    @staticmethod
+    def from_config(cfg) -> PositionSpec:
+        return PositionSpec(cfg.kind, cfg.middle_weight, cfg.fixed)
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    """Token count of `text` without added special tokens (the Rust backend when there is one: faster)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return len(backend.encode(text, add_special_tokens=False).ids)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def chat_tokens(tokenizer, messages: list[dict[str, str]]) -> int:
+    """The true length of `messages` rendered with the tokenizer's chat template."""
+    return count_tokens(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False))
+
+
+def count_doc_tokens(tokenizer, docs: Sequence[Document], langs: Sequence[str]) -> list[int]:
+    """Tokens of each document as rendered in a context (`Document [1] (Title: ...) text`), batched."""
+    texts = [styles.render_document(1, d, lang) for d, lang in zip(docs, langs, strict=True)]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+class DocPool:
+    """Distractor documents with their languages and token counts (counted once, reused by every sample)."""
+
+    def __init__(self, docs: Sequence[Document], langs: Sequence[str], counts: Sequence[int]) -> None:
+        if not len(docs) == len(langs) == len(counts):
+            raise ValueError("DocPool: docs, langs and counts must have the same length")
+        self.docs, self.langs, self.counts = list(docs), list(langs), list(counts)
+        self.by_lang: dict[str, list[int]] = {}
+        for i, lang in enumerate(self.langs):
+            self.by_lang.setdefault(lang, []).append(i)
+        self._folded: dict[int, str] = {}
+
+    @classmethod
+    def build(cls, docs: Sequence[Document], langs: Sequence[str], tokenizer) -> DocPool:
+        return cls(docs, langs, count_doc_tokens(tokenizer, docs, langs))
+
+    def folded(self, i: int) -> str:
+        """Case-folded text of document `i` (cached), for the answer-leak check."""
+        if i not in self._folded:
+            self._folded[i] = self.docs[i].text.casefold()
+        return self._folded[i]
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+# ---- gold documents and answers ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Turn:
+    record: QARecord
+    evidence: Evidence
+    gold_ids: list[int]  # indices into the sample's gold list, one per record.evidence_docs
+
+
+def _gold_layout(
+    records: Sequence[QARecord], evidences: Sequence[Evidence]
+) -> tuple[list[Document], list[_Turn]]:
+    """Unique gold documents (first-seen order) and each turn's mapping onto them."""
+    golds: list[Document] = []
+    turns = []
+    for rec, ev in zip(records, evidences, strict=True):
+        ids = []
+        for doc in rec.evidence_docs:
+            if doc not in golds:
+                golds.append(doc)
+            ids.append(golds.index(doc))
+        turns.append(_Turn(rec, ev, ids))
+    return golds, turns
+
+
+def _render_messages(lang, turns, docs, gold_slots, style) -> list[dict[str, str]]:
+    """system + alternating user/assistant turns over `docs` (golds at `gold_slots`)."""
+    messages = [{"role": "system", "content": styles.SYSTEM_PROMPT[lang]}]
+    for i, turn in enumerate(turns):
+        q = turn.record.question
+        user = styles.render_first_user(docs, q, lang) if i == 0 else styles.render_followup_user(q, lang)
+        quotes = (
+            [(gold_slots[turn.gold_ids[d]] + 1, s) for d, s in turn.evidence.quotes] if gold_slots else []
+        )
+        answer = styles.render_answer(style, lang, turn.evidence.answer or turn.record.answers[0], quotes)
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return messages
+
+
+# ---- placement ---------------------------------------------------------------------------------------------
+
+
+def place_golds(n_docs: int, n_golds: int, spec: PositionSpec, first_fixed: float | None, rng) -> list[int]:
+    """Distinct 0-based slots for `n_golds` gold documents among `n_docs`.
+
+    `first_fixed` (a fraction) pins the first gold at round(first_fixed * (n_docs - 1)); a taken slot moves
+    to the nearest free one.
+    """
+    slots: list[int] = []
+    middle = [s for s in range(n_docs) if n_docs == 1 or 0.25 <= s / (n_docs - 1) <= 0.75]
+    for g in range(n_golds):
+        if g == 0 and first_fixed is not None:
+            want = round(first_fixed * (n_docs - 1))
+        elif spec.kind == "fixed":
+            want = round(spec.fixed * (n_docs - 1))
+        elif spec.kind == "middle" and rng.random() < spec.middle_weight:
+            want = rng.choice(middle)
+        else:
+            want = rng.randrange(n_docs)
+        for d in range(n_docs):
+            cand = [c for c in (want + d, want - d) if 0 <= c < n_docs and c not in slots]
+            if cand:
+                slots.append(cand[0])
+                break
+    return slots
+
+
+def _interleave(golds: list[Document], slots: list[int], fillers: list[Document]) -> list[Document]:
+    out: list[Document | None] = [None] * (len(golds) + len(fillers))
+    for doc, slot in zip(golds, slots, strict=True):
+        out[slot] = doc
+    it = iter(fillers)
+    return [d if d is not None else next(it) for d in out]
+
+
+# ---- distractor fill ---------------------------------------------------------------------------------------
+
+
+class _Filler:
+    """Draws distractors from the pool for one sample: same language first, never a gold document, never a
+    document holding an answer string."""
+
+    def __init__(self, pool: DocPool, lang: str, golds: list[Document], needles: list[str], rng) -> None:
+        self.pool, self.rng = pool, rng
+        self.golds = {(d.title, d.text) for d in golds}
+        self.needles = [n for n in needles if len(n) >= 2]
+        self.lists = [pool.by_lang.get(lang, []), list(range(len(pool)))]
+        self.used: set[int] = set()
+        self.rejected: set[int] = set()
+        self.cuts: list[Document] = []  # truncated distractors handed out
+
+    def _ok(self, j: int) -> bool:
+        if j in self.used or j in self.rejected:
+            return False
+        doc = self.pool.docs[j]
+        if (doc.title, doc.text) in self.golds or any(n in self.pool.folded(j) for n in self.needles):
+            self.rejected.add(j)
+            return False
+        return True
+
+    def draw(self, budget: int) -> list[int]:
+        """Pool indices whose estimated cost fits `budget`, greedily in random order."""
+        chosen: list[int] = []
+        for cands in self.lists:
+            misses = 0
+            while budget > 0 and misses < MAX_MISSES and cands:
+                j = cands[self.rng.randrange(len(cands))]
+                cost = self.pool.counts[j] + _SEP_TOKENS + 1
+                if self._ok(j) and cost <= budget:
+                    chosen.append(j)
+                    self.used.add(j)
+                    budget -= cost
+                    misses = 0
+                else:
+                    misses += 1
+            if misses < MAX_MISSES and budget > 0 and len(self.used | self.rejected) < len(cands):
+                break  # stopped for another reason than exhausting this language
+        return chosen
+
+    def truncated(self, tokenizer, budget: int, lang: str) -> Document | None:
+        """A distractor cut after as many leading sentences as fit `budget` tokens (None if none fits)."""
+        for _ in range(MAX_MISSES):
+            cands = self.lists[0] or self.lists[1]
+            j = cands[self.rng.randrange(len(cands))]
+            if not self._ok(j):
+                continue
+            doc = self.pool.docs[j]
+            spans = sentence_spans(doc.text)
+            best = None
+            for _, end in spans:
+                part = Document(doc.title, doc.text[:end])
+                if count_tokens(tokenizer, styles.render_document(1, part, lang)) + _SEP_TOKENS + 1 > budget:
+                    break
+                best = part
+            if best is not None:
+                self.used.add(j)
+                self.cuts.append(best)
+                return best
+        return None
+
+
+# ---- the composer ------------------------------------------------------------------------------------------
+
+
+def compose_sample(
+    records: Sequence[QARecord],
+    distractors: DocPool | Sequence[Document],
+    tokenizer,
+    *,
+    target_tokens: int,
+    answer_style: AnswerStyle,
+    gold_position: float | None = None,
+    positions: PositionSpec | None = None,
+    seed: int,
+    sample_id: str = "sample",
+    max_tokens: int | None = None,
+    evidences: Sequence[Evidence] | None = None,
+    run_seed: int = 0,
+) -> LongSample:
+    """One long sample: `records` as consecutive QA turns over one numbered context (see module docstring).
+
+    `gold_position`: None = draw from `positions` (default uniform); a fraction in [0, 1] = put the first
+    gold document at round(frac * (n_docs - 1)) exactly. `evidences` default to `locate_evidence(record)`.
+    Raises `ComposeError` (or `EvidenceError`) with a quarantine reason when the records cannot make a
+    sample (gold documents longer than the target, no evidence...).
+    """
+    if not records:
+        raise ValueError("compose_sample needs at least one record")
+    if gold_position is not None and not 0.0 <= gold_position <= 1.0:
+        raise ValueError(f"gold_position must be in [0, 1], got {gold_position}")
+    lang = records[0].lang
+    pool = (
+        distractors
+        if isinstance(distractors, DocPool)
+        else DocPool.build(distractors, [lang] * len(distractors), tokenizer)
+    )
+    evidences = list(evidences) if evidences is not None else [locate_evidence(r) for r in records]
+    golds, turns = _gold_layout(records, evidences)
+    answerable = answer_style != "unanswerable"
+    sample_golds = golds if answerable else []
+    cap = min(target_tokens, max_tokens or target_tokens)
+    floor = target_tokens - token_tolerance(target_tokens)
+    needles = [a.casefold() for r in records for a in r.answers]
+    filler = _Filler(pool, lang, golds, needles, rng_for(seed, "context"))
+    # The context budget is computed with paraphrase answers for both paraphrase and plain, so twins match.
+    budget_style = "paraphrase" if answerable else "unanswerable"
+    base = chat_tokens(
+        tokenizer, _render_messages(lang, turns, sample_golds, list(range(len(golds))), budget_style)
+    )
+    if base > cap:
+        raise ComposeError("document_too_long", f"gold documents and turns take {base} tokens > target {cap}")
+    aim = cap - max(8, token_tolerance(target_tokens) // 4)  # head room for estimation error
+    drawn = filler.draw(aim - base)
+    fillers = [pool.docs[j] for j in drawn]
+    spent = sum(pool.counts[j] + _SEP_TOKENS + 1 for j in drawn)
+    cut = filler.truncated(tokenizer, aim - base - spent, lang)
+    fillers += [cut] if cut is not None else []
+
+    for _ in range(MAX_ROUNDS):
+        n_docs = len(sample_golds) + len(fillers)
+        rng = rng_for(seed, "positions")
+        slots = place_golds(n_docs, len(sample_golds), positions or PositionSpec(), gold_position, rng)
+        docs = _interleave(sample_golds, slots, fillers)
+        budget_messages = _render_messages(lang, turns, docs, slots, budget_style)
+        n_budget = chat_tokens(tokenizer, budget_messages)
+        if n_budget > cap and fillers:
+            fillers = fillers[:-1]  # over by an estimation error: drop the last-added distractor
+            continue
+        if n_budget < floor:
+            more = filler.truncated(tokenizer, cap - n_budget - 4, lang)
+            if more is not None:
+                fillers = fillers + [more]
+                continue
+        break
+    if answer_style == budget_style:  # already rendered and counted: tokenising 32k tokens is the cost
+        messages, n_tokens = budget_messages, n_budget
+    else:
+        messages = _render_messages(lang, turns, docs, slots, answer_style)
+        n_tokens = chat_tokens(tokenizer, messages)
+    if n_tokens > cap or (answer_style != "plain" and n_tokens < floor):
+        raise ComposeError("token_target_missed", f"{n_tokens} tokens for target {target_tokens}")
+    truncated = sum(1 for d in docs if any(d is c for c in filler.cuts))
+    return _sample(sample_id, messages, n_tokens, docs, slots, turns, answer_style, lang, target_tokens,
+                   seed, run_seed, truncated)  # fmt: skip
+
+
+def _answers_of(turn: _Turn) -> list[str]:
+    """The turn's accepted answers, the stated one first (as the document writes it)."""
+    stated = turn.evidence.answer or turn.record.answers[0]
+    return list(dict.fromkeys([stated, *turn.record.answers]))
+
+
+def _sample(
+    sample_id, messages, n_tokens, docs, slots, turns, style, lang, target, seed, run_seed, truncated
+):
+    """The LongSample row with its metadata."""
+    answerable = style != "unanswerable"
+    per_turn_pos = [[slots[g] for g in t.gold_ids] if answerable else [] for t in turns]
+    evidence_docs = [
+        [slots[t.gold_ids[d]] for d, _ in t.evidence.quotes] if answerable else [] for t in turns
+    ]
+    meta = {
+        "questions": [t.record.question for t in turns],
+        "answers": [_answers_of(t) for t in turns],
+        "evidence": [[s for _, s in t.evidence.quotes] for t in turns],
+        "evidence_docs": evidence_docs,
+        "evidence_fallback": [t.evidence.fallback for t in turns],
+        "record_ids": [t.record.id for t in turns],
+        "turn_gold_positions": per_turn_pos,
+        "target_tokens": int(target),
+        "truncated_docs": int(truncated),
+        "sample_seed": int(seed % (1 << 63)),
+        "titles": [d.title for d in docs],
+    }
+    return LongSample(
+        id=sample_id,
+        messages=messages,
+        n_tokens=int(n_tokens),
+        n_docs=len(docs),
+        gold_positions=list(slots) if answerable else [],
+        answer_style=style,
+        source=turns[0].record.source,
+        lang=lang,
+        seed=int(run_seed),
+        meta=meta,
+    )

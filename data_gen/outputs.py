@@ -1,0 +1,197 @@
+"""Synthesis outputs: ordered Parquet shards with a fixed schema, `stats.json`, PNG plots, quarantine rows.
+
+Rows arrive from Ray in any order; `ShardWriter` puts them back in sample-index order and writes shard k
+with rows [k * samples_per_shard, (k + 1) * samples_per_shard) of the successful samples, so the same
+plan always gives the same files, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_gen.records import Malformed
+
+logger = logging.getLogger(__name__)
+
+_I64 = pa.int64()
+_STR = pa.string()
+META_TYPE = pa.struct(
+    [
+        ("questions", pa.list_(_STR)),
+        ("answers", pa.list_(pa.list_(_STR))),
+        ("evidence", pa.list_(pa.list_(_STR))),
+        ("evidence_docs", pa.list_(pa.list_(_I64))),
+        ("evidence_fallback", pa.list_(pa.bool_())),
+        ("record_ids", pa.list_(_STR)),
+        ("turn_gold_positions", pa.list_(pa.list_(_I64))),
+        ("target_tokens", _I64),
+        ("truncated_docs", _I64),
+        ("sample_seed", _I64),
+        ("titles", pa.list_(_STR)),
+        ("split", _STR),
+    ]
+)
+# The Parquet schema of a sample row (column names are a contract, see DESIGN.md).
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("id", _STR),
+        ("messages", pa.list_(pa.struct([("role", _STR), ("content", _STR)]))),
+        ("n_tokens", _I64),
+        ("n_docs", _I64),
+        ("gold_positions", pa.list_(_I64)),
+        ("answer_style", _STR),
+        ("source", _STR),
+        ("lang", _STR),
+        ("seed", _I64),
+        ("meta", META_TYPE),
+    ]
+)
+
+
+class ShardWriter:
+    """Collects (index, row | None) in any order; writes `part-NNNNN.parquet` shards in index order."""
+
+    def __init__(self, folder: Path, rows_per_shard: int) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("part-*.parquet"):  # a re-run must not leave stale shards behind
+            old.unlink()
+        self.rows_per_shard = rows_per_shard
+        self._waiting: dict[int, dict | None] = {}
+        self._next = 0
+        self._pending: list[dict] = []
+        self.files: list[Path] = []
+        self.rows: list[dict] = []  # light per-sample facts for stats (no messages)
+
+    def add(self, index: int, row: dict | None) -> None:
+        self._waiting[int(index)] = row
+        while self._next in self._waiting:
+            ready = self._waiting.pop(self._next)
+            self._next += 1
+            if ready is not None:
+                self._pending.append(ready)
+                self.rows.append(sample_facts(ready))
+            if len(self._pending) >= self.rows_per_shard:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        path = self.folder / f"part-{len(self.files):05d}.parquet"
+        table = pa.Table.from_pylist(self._pending, schema=SAMPLE_SCHEMA)
+        pq.write_table(table, path, row_group_size=self.rows_per_shard, compression="zstd")
+        self.files.append(path)
+        self._pending = []
+
+    def close(self) -> list[Path]:
+        """Flush the last shard; returns the shard paths. Raises if some index never arrived."""
+        if self._waiting:
+            raise RuntimeError(f"samples missing before index(es) {sorted(self._waiting)[:5]}")
+        self._flush()
+        return self.files
+
+
+def write_quarantine(folder: Path, rows: list[Malformed]) -> Path:
+    """`quarantine/rows.jsonl`: one JSON object per bad row (reason, detail, source, location, raw)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rows.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for m in rows:
+            fh.write(json.dumps(m.to_row(), ensure_ascii=False) + "\n")
+    return path
+
+
+def sample_facts(row: dict) -> dict:
+    """The few fields of a sample row that stats and plots need (rows themselves can be large)."""
+    meta = row["meta"]
+    return {
+        "n_tokens": row["n_tokens"],
+        "n_docs": row["n_docs"],
+        "gold_positions": row["gold_positions"],
+        "answer_style": row["answer_style"],
+        "lang": row["lang"],
+        "turns": len(meta["questions"]),
+        "fallbacks": sum(meta["evidence_fallback"]),
+        "truncated": meta["truncated_docs"],
+    }
+
+
+def _relative_positions(rows: list[dict]) -> list[float]:
+    return [p / (r["n_docs"] - 1) if r["n_docs"] > 1 else 0.0 for r in rows for p in r["gold_positions"]]
+
+
+def position_histogram(rows: list[dict], bins: int = 10) -> dict[str, int]:
+    """Gold documents per relative-position bin ("0.0-0.1": count, ...); relative = index / (n_docs - 1)."""
+    hist = [0] * bins
+    for rel in _relative_positions(rows):
+        hist[min(bins - 1, int(rel * bins))] += 1
+    return {f"{i / bins:.1f}-{(i + 1) / bins:.1f}": c for i, c in enumerate(hist)}
+
+
+def _summary(values: list[int]) -> dict:
+    if not values:
+        return {"min": None, "median": None, "max": None, "mean": None}
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def sample_stats(rows: list[dict]) -> dict:
+    """Token/document/position/style/language figures over `sample_facts` of the written samples."""
+    return {
+        "num_samples": len(rows),
+        "tokens": _summary([r["n_tokens"] for r in rows]),
+        "n_docs": _summary([r["n_docs"] for r in rows]),
+        "gold_position_hist": position_histogram(rows),
+        "answer_styles": _count(r["answer_style"] for r in rows),
+        "langs": _count(r["lang"] for r in rows),
+        "turns": _count(r["turns"] for r in rows),
+        "evidence_fallback_turns": sum(r["fallbacks"] for r in rows),
+        "truncated_distractors": sum(r["truncated"] for r in rows),
+    }
+
+
+def write_plots(folder: Path, rows: list[dict]) -> list[Path]:
+    """plots/token_lengths.png and plots/gold_positions.png (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist([r["n_tokens"] for r in rows], bins=30, color="#4477aa")
+    ax.set(xlabel="tokens per sample", ylabel="samples", title="Sample length (train)")
+    fig.tight_layout()
+    out.append(folder / "token_lengths.png")
+    fig.savefig(out[-1], dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(_relative_positions(rows), bins=10, range=(0, 1), color="#cc6677")
+    ax.set(
+        xlabel="gold position (0 = first document, 1 = last)",
+        ylabel="gold documents",
+        title="Gold positions (train)",
+    )
+    fig.tight_layout()
+    out.append(folder / "gold_positions.png")
+    fig.savefig(out[-1], dpi=100)
+    plt.close(fig)
+    return out
