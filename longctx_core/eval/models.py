@@ -1,0 +1,131 @@
+"""The models an evaluation compares, resolved and checked on the driver before any Ray resource is asked for.
+
+    specs = resolve_models(cfg, run_root)   # [ModelSpec(name="base", kind="base", path=None, limit=512), ...]
+    model, tokenizer = load_for_eval(cfg.model, spec, quantize=False)    # inside a model actor
+
+Checks are cheap (configs, adapter metadata, weight files present), so a wrong folder fails in a second with
+the key to fix, not after the actors have started. `limit` is each model's RoPE-scaled context.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from longctx_core.config import Config, ModelConfig
+from longctx_core.errors import LongctxError
+
+logger = logging.getLogger(__name__)
+
+_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # base | adapter | merged
+    path: str | None  # adapter or merged folder; None for the base
+    limit: int  # scaled context in tokens
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(next(folder.glob(pattern), None) is not None for pattern in _WEIGHTS)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _adapter_limit(model_cfg: ModelConfig, adapter_dir: Path, base_limit: int, key: str) -> int:
+    """Check a PEFT adapter folder; returns the context it was trained for (its recorded base config when
+    `model.rope` leaves RoPE alone, as `load_model_with_adapter` does), else the base's scaled limit."""
+    from peft import PeftConfig
+
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise LongctxError(
+            f"{key}: {adapter_dir} is not a PEFT adapter folder (no adapter_config.json); "
+            "run the train stage first or point the path at an adapter"
+        )
+    try:
+        PeftConfig.from_pretrained(str(adapter_dir))
+    except (OSError, ValueError, TypeError) as exc:
+        raise LongctxError(f"{key}: cannot read the adapter in {adapter_dir}: {_first_line(exc)}") from None
+    if not _has_weights(adapter_dir):
+        raise LongctxError(f"{key}: {adapter_dir} has no adapter weights (adapter_model.safetensors)")
+    from longctx_core.modeling import BASE_CONFIG_NAME
+    from longctx_core.rope import max_context
+
+    record = adapter_dir / BASE_CONFIG_NAME
+    if model_cfg.rope.type == "none" and record.is_file():
+        recorded = json.loads(record.read_text())
+        if recorded.get("rope_parameters") and recorded.get("max_position_embeddings"):
+            return max_context(SimpleNamespace(**recorded))
+    return base_limit
+
+
+def _merged_limit(folder: Path, key: str) -> int:
+    """Check a full model folder (config + weights); returns its context from its own config."""
+    from transformers import AutoConfig
+
+    from longctx_core.rope import max_context
+
+    if not folder.is_dir():
+        raise LongctxError(f"{key}: merged model folder {folder} does not exist")
+    try:
+        hf_config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise LongctxError(f"{key}: cannot read a model config from {folder}: {_first_line(exc)}") from None
+    if not _has_weights(folder):
+        raise LongctxError(f"{key}: {folder} has a config but no weights (*.safetensors / *.bin)")
+    return max_context(hf_config)
+
+
+def resolve_models(cfg: Config, run_root: Path) -> list[ModelSpec]:
+    """Every `eval.models` entry with its folder and scaled context; raises LongctxError naming the key of
+    the first model that cannot load (missing folder, not an adapter, no weights, unreadable config)."""
+    from longctx_core.modeling import check_model_config
+    from longctx_core.rope import max_context
+
+    base_limit = max_context(check_model_config(cfg.model))
+    specs = []
+    for i, entry in enumerate(cfg.eval.models):
+        key = f"eval.models.{i}.path ({entry.name})"
+        if entry.kind == "base":
+            specs.append(ModelSpec(entry.name, "base", None, base_limit))
+        elif entry.kind == "adapter":
+            folder = Path(entry.path).expanduser() if entry.path else run_root / "train" / "adapter"
+            limit = _adapter_limit(cfg.model, folder.resolve(), base_limit, key)
+            specs.append(ModelSpec(entry.name, "adapter", str(folder.resolve()), limit))
+        else:
+            folder = Path(entry.path).expanduser().resolve()
+            specs.append(ModelSpec(entry.name, "merged", str(folder), _merged_limit(folder, key)))
+    for s in specs:
+        logger.info(
+            "model %-12s %-7s context %6d  %s", s.name, s.kind, s.limit, s.path or cfg.model.name_or_path
+        )
+    return specs
+
+
+def load_for_eval(model_cfg: ModelConfig, spec: ModelSpec, quantize: bool | None):
+    """(model in eval mode on this process's device, tokenizer) for one spec; RoPE scaling as configured."""
+    import torch
+
+    from longctx_core import modeling
+
+    if spec.kind == "adapter":  # LoRA leaves the vocabulary alone: the base tokenizer decodes its replies
+        model = modeling.load_model_with_adapter(model_cfg, spec.path, quantize=quantize)
+    else:
+        if spec.kind == "merged":
+            model_cfg = model_cfg.model_copy(update={"name_or_path": spec.path, "tokenizer": None})
+        model = modeling.load_model(model_cfg, quantize=quantize)
+    tokenizer = modeling.load_tokenizer(model_cfg)
+    is_4bit = getattr(model, "is_loaded_in_4bit", False) or getattr(
+        getattr(model, "get_base_model", lambda: model)(), "is_loaded_in_4bit", False
+    )
+    if torch.cuda.is_available() and not is_4bit:  # 4-bit weights were placed on the GPU as they loaded
+        model = model.to("cuda")
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,153 @@
+"""The evaluate stage: check the models, build every task's prompts, run them per model on Ray, score, write.
+
+    summary = evaluate(cfg)     # <run>/eval/{metrics.json, predictions.jsonl, report.md, plots/*.png}
+
+Everything that can be wrong with the input (a model folder that does not load, a grid length above a
+model's scaled context, a missing benchmark file, a leaked training question) raises before Ray starts.
+Grid lengths left unset are `eval.length_factors` x the original context, minus the reply budget so the
+prompt and its reply fit the window, kept when within every model's scaled context.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from longctx_core.config import Config, run_dir
+from longctx_core.errors import LongctxError
+from longctx_core.eval.models import ModelSpec, resolve_models
+from longctx_core.eval.prompts import Prompt, check_window
+
+logger = logging.getLogger(__name__)
+
+
+def grid_lengths(
+    explicit: list[int] | None, factors: list[float], original: int, limit: int, reply: int, key: str
+):
+    """Sorted lengths of a grid: `explicit` (each + `reply` must fit `limit`) or the factor defaults."""
+    if explicit:
+        over = [n for n in explicit if n + reply > limit]
+        if over:
+            raise LongctxError(
+                f"{key}: {over} (+{reply} reply tokens) exceed the models' scaled context of {limit} tokens; "
+                "shorten them or extend the context with model.rope"
+            )
+        return sorted(set(explicit))
+    lengths = sorted({int(f * original) - reply for f in factors if f * original <= limit})
+    if not lengths:
+        raise LongctxError(
+            f"eval.length_factors: none of {factors} x {original} tokens fits the scaled context {limit}"
+        )
+    return lengths
+
+
+def _grids(cfg: Config, original: int, limit: int) -> dict[str, list[int]]:
+    """The length grid of each enabled grid task, all checked before any prompt is built."""
+    ev, grids = cfg.eval, {}
+    for task, reply in (("qa", ev.max_new_tokens), ("passkey", ev.max_new_tokens), ("perplexity", 0)):
+        section = getattr(ev, task)
+        if section.enabled:
+            grids[task] = grid_lengths(
+                section.lengths, ev.length_factors, original, limit, reply, f"eval.{task}.lengths"
+            )
+    return grids
+
+
+def _qa(cfg: Config, root: Path, tokenizer, lengths: list[int]) -> list[Prompt]:
+    from longctx_core.eval.contexts import check_no_leak, held_out_records, qa_prompts, training_questions
+
+    qa = cfg.eval.qa
+    source = qa.source or cfg.data.source
+    records, docs, langs = held_out_records(
+        source, cfg.run.seed, cfg.data.eval_fraction, qa.num_questions, qa.pool_records
+    )
+    check_no_leak(records, training_questions(root), str(root / "data" / "train"))
+    seed = cfg.run.seed + cfg.eval.seed
+    return qa_prompts(tokenizer, records, docs, langs, lengths, qa.positions, seed, qa.num_questions)
+
+
+def build_prompts(cfg: Config, root: Path, tokenizer, specs: list[ModelSpec]) -> list[Prompt]:
+    """Every enabled task's prompts, checked against the smallest scaled context among the models."""
+    from longctx_core.modeling import check_model_config
+    from longctx_core.rope import original_context
+
+    ev, seed = cfg.eval, cfg.run.seed + cfg.eval.seed
+    limit = min(s.limit for s in specs)
+    original = min(original_context(cfg.model.rope, check_model_config(cfg.model)), limit)
+    grids = _grids(cfg, original, limit)
+    prompts: list[Prompt] = []
+    if ev.qa.enabled:
+        prompts += _qa(cfg, root, tokenizer, grids["qa"])
+    if ev.passkey.enabled:
+        from longctx_core.eval.passkey import haystack_units, passkey_prompts
+
+        pk = ev.passkey
+        prompts += passkey_prompts(
+            tokenizer, grids["passkey"], pk.depths, pk.trials, haystack_units(pk.haystack), seed
+        )
+    if ev.perplexity.enabled:
+        from longctx_core.eval.perplexity import perplexity_prompts
+
+        pp = ev.perplexity
+        prompts += perplexity_prompts(tokenizer, grids["perplexity"], pp.num_sequences, pp.path, seed)
+    if ev.longbench.enabled:
+        from longctx_core.eval.longbench import longbench_prompts
+
+        lb = ev.longbench
+        prompts += longbench_prompts(
+            tokenizer, lb.subsets, lb.dataset, lb.path, lb.limit, lb.max_length, limit
+        )
+    if ev.litm.enabled:
+        from longctx_core.eval.litm import litm_prompts
+
+        lt = ev.litm
+        litm = litm_prompts(tokenizer, lt.path, lt.num_docs, lt.gold_indices, lt.limit, lt.prompt)
+        for p in litm:
+            p.max_new_tokens = ev.max_new_tokens
+        check_window(
+            litm, limit, "eval.litm", "evaluate fewer documents (eval.litm.num_docs) or extend model.rope"
+        )
+        prompts += litm
+    check_window([p for p in prompts if p.kind == "generate"], limit, "eval", "shorten the grid lengths")
+    if not prompts:
+        raise LongctxError("eval: the enabled tasks produced no prompts")
+    return prompts
+
+
+def evaluate(cfg: Config) -> dict:
+    """Run the whole evaluation; returns a summary (paths, prompt count, headline numbers per model)."""
+    from longctx_core.eval.generate import run_prompts
+    from longctx_core.eval.report import aggregate, score_outputs, write_outputs
+    from longctx_core.eval.scoring import zh_tokenizer
+    from longctx_core.modeling import load_tokenizer
+    from longctx_core.runs import prepare_run_dir
+
+    root = run_dir(cfg)
+    specs = resolve_models(cfg, root)
+    prompts = build_prompts(cfg, root, load_tokenizer(cfg.model), specs)
+    root = prepare_run_dir(cfg, "evaluate")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()  # inside a submitted job this joins the cluster; locally it starts one
+    outputs, timing = {}, {}
+    for spec in specs:
+        t0 = time.perf_counter()
+        outputs[spec.name] = run_prompts(cfg, spec, prompts)
+        new_tokens = sum(o["new_tokens"] for o in outputs[spec.name].values())
+        timing[spec.name] = {"wall_s": time.perf_counter() - t0, "new_tokens": new_tokens}
+    records = score_outputs(prompts, outputs)
+    extra = {
+        "run": cfg.run.name,
+        "num_prompts": len(prompts),
+        "zh_tokenizer": zh_tokenizer(),
+        "timing": timing,
+    }
+    metrics = aggregate(records, [asdict(s) for s in specs], extra)
+    paths = write_outputs(root / "eval", records, metrics)
+    headline = {task: m["by_model"] for task, m in metrics["tasks"].items()}
+    logger.info("evaluation written to %s: %s", root / "eval", headline)
+    return {"eval_dir": str(root / "eval"), "num_prompts": len(prompts), "files": {k: str(v) for k, v in paths.items()},
+            "by_model": headline}  # fmt: skip
