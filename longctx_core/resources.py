@@ -14,13 +14,16 @@ def cpus_per_actor(n_actors: int, share: float = 0.5, cap: float = 1.0, total: f
     """CPUs for each of `n_actors` so that together they take at most `share` of the cluster's CPUs.
 
     `total` defaults to `ray.cluster_resources()["CPU"]` (Ray must be initialised). Rounded down to 0.01,
-    at least 0.01, at most `cap`.
+    at least 0.01, at most `cap`. A cluster with no CPUs yet (an autoscaling cluster whose CPU workers
+    start from zero, with a `CPU: 0` head) gets `cap` each, so the autoscaler adds nodes for the real demand.
     """
     if n_actors < 1:
         raise ValueError("n_actors must be >= 1")
     if total is None:
         import ray
 
-        total = float(ray.cluster_resources().get("CPU", 1.0))
+        total = float(ray.cluster_resources().get("CPU", 0.0))
+    if total <= 0:
+        return cap
     per = math.floor(total * share / n_actors * 100) / 100
     return max(0.01, min(cap, per))

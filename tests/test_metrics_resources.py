@@ -15,6 +15,7 @@ def test_cpus_per_actor_fits_two_cores():
     assert cpus_per_actor(2, share=0.5, total=2) == 0.5
     assert cpus_per_actor(3, share=0.5, total=2) == 0.33
     assert cpus_per_actor(8, share=0.75, total=64) == 1.0  # a big CPU pool: capped at one core each
+    assert cpus_per_actor(4, share=0.5, total=0) == 1.0  # autoscaling from zero: ask for real CPUs
     with pytest.raises(ValueError):
         cpus_per_actor(0, total=2)
 
