@@ -1,40 +1,55 @@
-"""synthesize → train → evaluate in one run folder.
+"""synthesize → train → evaluate (base vs fine-tuned) in one run folder, resumable.
 
-python -m ray_jobs.pipeline --config ray_jobs/configs/demo_cpu.yaml
+    python -m ray_jobs.pipeline --config ray_jobs/configs/demo_cpu.yaml          # = make demo
+    ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- \
+        python -m ray_jobs.pipeline --config ray_jobs/configs/<preset>.yaml
+
+Stages whose outputs exist (made with the same config) are skipped, so a resubmitted pipeline continues
+where it stopped; `run.force=true` redoes them.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import time
 
 from longctx_core.cli import run_stage
 from longctx_core.config import Config
+from longctx_core.pipeline import (
+    STAGES,
+    headline,
+    mark_stage_done,
+    preflight,
+    stage_is_done,
+    write_top_report,
+)
 from longctx_core.runs import prepare_run_dir
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("synthesize", "train", "evaluate")
-
 
 def run(cfg: Config) -> dict:
+    preflight(cfg)  # before Ray: a bad checkpoint/source fails in seconds
     root = prepare_run_dir(cfg, "pipeline")
-    summary: dict = {"run_dir": str(root), "stages": {}}
+    done: dict[str, str] = {}
     for stage in STAGES:
-        try:
-            module = importlib.import_module(f"ray_jobs.{stage}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"ray_jobs.{stage}":
-                raise
-            logger.warning("stage '%s' is not built yet; the pipeline stops here", stage)
-            summary["stages"][stage] = "missing"
-            break
-        logger.info("=== stage: %s ===", stage)
-        summary["stages"][stage] = module.run(cfg)
-    print(f"run folder: {root}")
-    for stage, result in summary["stages"].items():
-        print(f"  {stage}: {result if result == 'missing' else 'done'}")
-    return summary
+        if not cfg.run.force and stage_is_done(cfg, root, stage):
+            logger.info(
+                "=== %s: outputs exist for this config, skipped (run.force=true redoes it) ===", stage
+            )
+            done[stage] = "skipped (outputs exist)"
+            continue
+        logger.info("=== %s ===", stage)
+        t0 = time.perf_counter()
+        summary = importlib.import_module(f"ray_jobs.{stage}").run(cfg)
+        mark_stage_done(cfg, root, stage, summary)
+        done[stage] = f"done in {time.perf_counter() - t0:.0f} s"
+    report = write_top_report(cfg, root, done)
+    print(f"\nrun folder: {root}\nreport:     {report}")
+    for line in headline(root):
+        print(f"  {line}")
+    return {"run_dir": str(root), "report": str(report), "stages": done}
 
 
 def main(argv=None) -> None:

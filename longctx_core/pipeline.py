@@ -1,0 +1,130 @@
+"""Chaining stages in one run folder: which stages are done, skipping them on resubmission, the top report.
+
+A stage counts as done when its final output exists (`STAGE_OUTPUTS`) and the `.stage-<name>.json` marker
+written after it succeeded carries the same config fingerprint. Outputs from a different config are an
+error rather than a silent reuse: pass `run.force=true` or choose another `run.name`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from longctx_core.config import Config
+from longctx_core.errors import LongctxError
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("synthesize", "train", "evaluate")
+# The file each stage writes last: its presence means the stage finished.
+STAGE_OUTPUTS = {
+    "synthesize": "data/stats.json",
+    "train": "train/adapter/adapter_config.json",
+    "evaluate": "eval/metrics.json",
+}
+# Config sections that determine each stage's outputs (a stage also depends on the ones before it).
+STAGE_INPUTS = {
+    "synthesize": ("data",),
+    "train": ("data", "model", "train"),
+    "evaluate": ("data", "model", "train", "eval"),
+}
+
+
+def stage_fingerprint(cfg: Config, stage: str) -> str:
+    """Hash of the config sections (and seed) that decide `stage`'s outputs."""
+    dumped = cfg.model_dump(mode="json")
+    relevant = {k: dumped[k] for k in STAGE_INPUTS[stage]} | {"seed": cfg.run.seed}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _marker(root: Path, stage: str) -> Path:
+    return root / f".stage-{stage}.json"
+
+
+def stage_is_done(cfg: Config, root: Path, stage: str) -> bool:
+    """True when `stage` finished with this config; raises if it finished with a different one."""
+    if not (root / STAGE_OUTPUTS[stage]).is_file() or not _marker(root, stage).is_file():
+        return False
+    recorded = json.loads(_marker(root, stage).read_text()).get("fingerprint")
+    if recorded != stage_fingerprint(cfg, stage):
+        raise LongctxError(
+            f"{root} holds '{stage}' outputs made with a different config; "
+            "set run.force=true to redo them or pick another run.name"
+        )
+    return True
+
+
+def mark_stage_done(cfg: Config, root: Path, stage: str, summary: dict) -> None:
+    _marker(root, stage).write_text(
+        json.dumps({"fingerprint": stage_fingerprint(cfg, stage), "summary": summary}, default=str, indent=2)
+    )
+
+
+def stage_summary(root: Path, stage: str) -> dict:
+    marker = _marker(root, stage)
+    return json.loads(marker.read_text()).get("summary", {}) if marker.is_file() else {}
+
+
+def preflight(cfg: Config) -> None:
+    """Everything that can be checked before Ray starts: the checkpoint's config against `model.rope`, and
+    that the data source can be read. Raises LongctxError naming the key."""
+    from data_gen.pipeline import check_synthesis_inputs
+    from longctx_core.modeling import check_model_config
+
+    check_model_config(cfg.model)
+    check_synthesis_inputs(cfg)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def headline(root: Path) -> list[str]:
+    """The few numbers a user wants first, read back from the stages' own output files."""
+    lines = []
+    stats = _read_json(root / "data" / "stats.json")
+    if stats:
+        tok = stats.get("tokens", {})
+        lines.append(
+            f"data: {stats.get('num_samples')} samples, tokens min/median/max "
+            f"{tok.get('min')}/{tok.get('median')}/{tok.get('max')}, "
+            f"{stats.get('samples_per_second', 0):.2f} samples/s, quarantined {sum(stats.get('quarantined', {}).values())}"
+        )
+    from longctx_core.metrics import read_jsonl
+
+    steps = [r for r in read_jsonl(root / "train" / "metrics.jsonl") if "loss" in r and "step" in r]
+    if steps:
+        lines.append(
+            f"train: {len(steps)} logged steps, loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f}"
+            + (f", {steps[-1]['tokens_per_s']:.0f} tokens/s" if "tokens_per_s" in steps[-1] else "")
+        )
+    metrics = _read_json(root / "eval" / "metrics.json")
+    for task, m in metrics.get("tasks", {}).items():
+        for name, by_model in m.get("by_model", {}).items():
+            shown = ", ".join(f"{model} {value:.3f}" for model, value in by_model.items())
+            lines.append(f"eval {task} {name}: {shown}")
+    return lines
+
+
+def write_top_report(cfg: Config, root: Path, done: dict[str, str]) -> Path:
+    """`<run>/report.md`: what ran, the headline numbers, and links to every stage's outputs."""
+    links = {
+        "synthesize": ["data/stats.json", "data/plots/", "data/train/", "data/eval/", "data/quarantine/"],
+        "train": ["train/metrics.jsonl", "train/adapter/"],
+        "evaluate": ["eval/report.md", "eval/metrics.json", "eval/predictions.jsonl", "eval/plots/"],
+    }
+    out = [f"# longctx run `{cfg.run.name}`", "", "Config: [config.yaml](config.yaml)", "", "## Stages", ""]
+    for stage in STAGES:
+        out.append(f"- **{stage}**: {done.get(stage, 'not run')}")
+        for link in links[stage]:
+            if (root / link).exists():
+                out.append(f"  - [{link}]({link})")
+    out += ["", "## Headline numbers", ""] + [f"- {line}" for line in headline(root)]
+    plots = sorted((root / "eval" / "plots").glob("*.png")) + sorted((root / "data" / "plots").glob("*.png"))
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(root)})" for p in plots]
+    path = root / "report.md"
+    path.write_text("\n".join(out) + "\n")
+    return path
