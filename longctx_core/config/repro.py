@@ -1,11 +1,154 @@
-"""`repro:` section: the toy-scale reproduction of the method's finding (`make repro`)."""
+"""`repro:` section: the toy-scale reproduction of the method's finding (`make repro`).
+
+    repro:
+      base: {context: 256, max_steps: 3000, target_accuracy: 0.85}    # the cached toy base chat model
+      seeds: [0, 1]                                                    # QLoRA arms per seed
+      arms: {paraphrase: {paraphrase: 1.0}, plain: {plain: 1.0}}   # name -> data.answer_styles
+
+The toy world (single-token names, 1-2 sentence documents) is `data.source.builtin`; the base, the QLoRA
+arms and the evaluation all read the same world, so one place defines it.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from longctx_core.config.base import Section
+from longctx_core.config.data import STYLES
+
+
+class ToyBaseConfig(Section):
+    """The toy base chat model: full fine-tuning of a small Qwen2 at short context (a cached build step)."""
+
+    context: int = Field(
+        256,
+        ge=64,
+        description="L0: the base's context (max_position_embeddings); base samples fill up to it.",
+    )
+    min_tokens: int = Field(
+        128, ge=64, description="Shortest base sample (curriculum start: few documents per sample)."
+    )
+    curriculum_steps: int = Field(
+        300,
+        ge=0,
+        description="Steps over which the longest sample grows from min_tokens to L0 (2 -> ~8 documents).",
+    )
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the toy world's texts.")
+    hidden_size: int = Field(256, ge=16, description="Qwen2Config.hidden_size.")
+    intermediate_size: int = Field(704, ge=16, description="Qwen2Config.intermediate_size.")
+    num_hidden_layers: int = Field(4, ge=1, description="Qwen2Config.num_hidden_layers.")
+    num_attention_heads: int = Field(4, ge=1, description="Qwen2Config.num_attention_heads.")
+    num_key_value_heads: int = Field(2, ge=1, description="Qwen2Config.num_key_value_heads.")
+    worlds: int = Field(
+        12,
+        ge=1,
+        description="Training worlds (builtin seeds): names recur with new facts, so lookup beats recall.",
+    )
+    records_per_world: int = Field(
+        600, ge=8, description="Entities per training world (single-syllable names run out near 800)."
+    )
+    records_per_sample: tuple[int, int] = Field(
+        (1, 3), description="[min, max] questions (turns) per base sample; more turns = more answer tokens."
+    )
+    answer_styles: dict[str, float] = Field(
+        default_factory=lambda: {"paraphrase": 0.5, "plain": 0.5},
+        description="Answer-style mix of base samples (the base answers with and without quotes).",
+    )
+    batch_size: int = Field(16, ge=1, description="Samples per optimizer step.")
+    max_steps: int = Field(4000, ge=1, description="Upper bound on optimizer steps.")
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (cosine decay to 10%).")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    prompt_loss_weight: float = Field(
+        0.5, ge=0, description="Weight of the LM loss on prompt tokens (measured to speed up learning)."
+    )
+    eval_every: int = Field(250, ge=1, description="Steps between validation checks (greedy, fresh world).")
+    eval_questions: int = Field(64, ge=4, description="Validation questions per check.")
+    target_accuracy: float = Field(
+        0.85, ge=0, le=1, description="Stop once validation exact match reaches this (the issue asks >= 0.8)."
+    )
+    time_budget_min: float = Field(
+        90.0, gt=0, description="Stop after this many minutes even below target (reported, not hidden)."
+    )
+    threads: int = Field(2, ge=1, description="torch threads (1 per process when two trainings share cores).")
+    seed: int = Field(0, description="Seed of weights, tokenizer corpus, worlds and sample order.")
+
+    @field_validator("answer_styles")
+    @classmethod
+    def _styles(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, weight in v.items():
+            if key not in STYLES or key == "unanswerable":
+                raise ValueError(f"{key}: expected paraphrase or plain")
+            if weight < 0:
+                raise ValueError(f"{key}: weight must be >= 0, got {weight}")
+        if sum(v.values()) <= 0:
+            raise ValueError("at least one style needs a positive weight")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> ToyBaseConfig:
+        if self.min_tokens > self.context:
+            raise ValueError(f"min_tokens: {self.min_tokens} exceeds context {self.context}")
+        lo, hi = self.records_per_sample
+        if lo < 1 or hi < lo:
+            raise ValueError(
+                f"records_per_sample: expected [min, max] with 1 <= min <= max, got [{lo}, {hi}]"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size: must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads: must be divisible by num_key_value_heads")
+        return self
+
+
+def _default_arms() -> dict[str, dict[str, float]]:
+    # Pure styles: the toy base never saw unanswerable samples, and the claim is about the answer style.
+    return {"paraphrase": {"paraphrase": 1.0}, "plain": {"plain": 1.0}}
 
 
 class ReproConfig(Section):
     only_base: bool = Field(False, description="Build (or reuse) the cached toy base chat model and stop.")
+    base: ToyBaseConfig = Field(default_factory=ToyBaseConfig, description="The toy base chat model.")
+    allow_weak_base: bool = Field(
+        False,
+        description="Run the arms even when the toy base missed base.target_accuracy (accuracy by position of "
+        "a base that cannot answer at L0 means little; the report says so either way).",
+    )
+    length_factor: int = Field(
+        4, ge=2, description="RoPE extension factor (YaRN): arms train and evaluate at factor x L0."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="QLoRA seeds per arm (run.seed of each arm's synthesis and training): spread across seeds.",
+    )
+    arms: dict[str, dict[str, float]] = Field(
+        default_factory=_default_arms,
+        description="QLoRA arms: name -> data.answer_styles. Arms of one seed share records, budget and seed.",
+    )
+    bootstrap: int = Field(
+        1000, ge=100, description="Bootstrap resamples (over questions) for the 95% intervals in the report."
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must list at least one seed, without repeats")
+        return v
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        if not v:
+            raise ValueError("must define at least one arm")
+        for name, mix in v.items():
+            if name == "base" or not name.isidentifier():
+                raise ValueError(f"{name}: arm names are identifiers other than 'base'")
+            for style, weight in mix.items():
+                if style not in STYLES:
+                    raise ValueError(f"{name}.{style}: unknown style (expected one of {', '.join(STYLES)})")
+                if weight < 0:
+                    raise ValueError(f"{name}.{style}: weight must be >= 0")
+            if sum(mix.values()) <= 0:
+                raise ValueError(f"{name}: at least one style needs a positive weight")
+        return v
