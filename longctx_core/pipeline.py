@@ -36,6 +36,8 @@ def stage_fingerprint(cfg: Config, stage: str) -> str:
     """Hash of the config sections (and seed) that decide `stage`'s outputs."""
     dumped = cfg.model_dump(mode="json")
     relevant = {k: dumped[k] for k in STAGE_INPUTS[stage]} | {"seed": cfg.run.seed}
+    # Synthesis counts tokens with the model's tokenizer: another tokenizer means other samples.
+    relevant["tokenizer"] = [cfg.model.name_or_path, cfg.model.tokenizer, dumped["model"]["tiny"]]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,439 @@
+"""The toy base chat model of `make repro`: a small Qwen2 fully fine-tuned at a short context L0 on short
+multi-document QA from the built-in world, until it answers in-distribution questions well.
+
+It plays the role of the paper's short-context chat model. It is a cached build step, not the claim, so it
+is plain single-process PyTorch (no Ray, no DeepSpeed): one model, one optimizer, one loop.
+
+    path = ensure_toy_base(cfg)      # <cache>/toybase-<hash>/ : config.json, weights, tokenizer, toy_base.json
+
+Data. Samples are composed by `data_gen.compose.compose_sample` — the same layout the synthesize and
+evaluate stages use — from worlds of `data.source.builtin` shape (single-token names, 1-2 sentence
+documents) drawn with their own seeds, so one name carries different facts in different worlds and the
+model must look the answer up instead of recalling it. A curriculum grows samples from `min_tokens`
+(2-4 documents) to L0 (about 8). Every question the evaluation asks — the held-out split of each arm
+seed's world — and every validation question is removed from the training worlds (`heldout_questions`).
+
+Loss. Answer tokens (assistant content and its `<|im_end|>`) weigh 1; prompt tokens weigh
+`prompt_loss_weight` (an extra LM loss that was measured to speed up learning per step):
+
+    tokens   <s>system..  <u>user: Document [1] ... Question: Where was Far born?  <a>The answer is: Four<e>
+    weight    w  w  w ...   w   w   w   w   ...        w    w    w    w    w          1   1   1   1   1    1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_gen.records import QARecord
+from data_gen.seeding import derive_seed, rng_for
+from longctx_core.config import Config, TinyModelConfig
+from longctx_core.config.repro import ToyBaseConfig
+
+logger = logging.getLogger(__name__)
+
+_RECIPE_VERSION = 2  # bump when the build changes in a way the config does not show
+INFO_FILE = "toy_base.json"
+VALIDATION_WORLD = "toy-base-validation"
+REPLY_TOKENS = 48  # generation budget of a validation reply (a quote line plus the final answer)
+
+
+# ---- worlds and the held-out questions ----------------------------------------------------------------------
+
+
+def question_key(question: str) -> str:
+    """Case- and space-insensitive form of a question (the evaluate stage's leak-check key)."""
+    from longctx_core.eval.contexts import question_key as eval_key
+
+    return eval_key(question)
+
+
+def world_records(cfg: Config, world_seed: int, n: int | None = None) -> list[QARecord]:
+    """The records of the `data.source.builtin`-shaped world for `world_seed` (first `n`, default all)."""
+    from data_gen.sources import iter_records
+
+    source = cfg.data.source
+    if n is not None:
+        source = source.model_copy(update={"limit": n})
+    return [r for r in iter_records(source, world_seed) if isinstance(r, QARecord)]
+
+
+def heldout_questions(cfg: Config) -> set[str]:
+    """Question keys the evaluation may ask: the eval split of the world of every arm seed (`repro.seeds`,
+    as `run.seed`). No base training sample asks any of them."""
+    from data_gen.split import split_of
+
+    keys: set[str] = set()
+    for seed in sorted(set(cfg.repro.seeds) | {cfg.run.seed}):
+        for rec in world_records(cfg, seed):
+            if split_of(rec.id, cfg.data.eval_fraction, seed) == "eval":
+                keys.add(question_key(rec.question))
+    return keys
+
+
+@dataclass
+class World:
+    """One training (or validation) world: its QA records and its distractor pool (same world only, so a
+    distractor never shares a name with a gold document)."""
+
+    records: list[QARecord]
+    pool: object  # data_gen.compose.DocPool
+
+
+def _world(records: list[QARecord], tokenizer) -> World:
+    from data_gen.compose import DocPool
+
+    docs = list({d: None for r in records for d in r.evidence_docs})
+    return World(records, DocPool.build(docs, ["en"] * len(docs), tokenizer))
+
+
+def base_worlds(cfg: Config, tokenizer, excluded: set[str]) -> tuple[list[World], World]:
+    """(training worlds, validation world). Training records whose question is in `excluded` are dropped
+    (their documents stay as distractors: a document is not a question); validation questions are also
+    excluded from training."""
+    b = cfg.repro.base
+    val = world_records(cfg, derive_seed(VALIDATION_WORLD, b.seed), b.records_per_world)
+    val_keys = {question_key(r.question) for r in val}
+    worlds = []
+    for k in range(b.worlds):
+        recs = world_records(cfg, derive_seed("toy-base-world", b.seed, k), b.records_per_world)
+        world = _world(recs, tokenizer)
+        world.records = [r for r in recs if question_key(r.question) not in excluded | val_keys]
+        worlds.append(world)
+    return worlds, _world(val, tokenizer)
+
+
+# ---- tokenizer and model ------------------------------------------------------------------------------------
+
+
+def tokenizer_texts(cfg: Config, excluded: set[str] = frozenset()) -> list[str]:
+    """Texts the toy BPE learns from: the records of a few training worlds (minus `excluded` questions)
+    rendered as one-document prompts with both answer styles, so names, headers and answer markers become
+    whole tokens."""
+    from data_gen import styles
+
+    b = cfg.repro.base
+    texts = [styles.SYSTEM_PROMPT["en"]]
+    for k in range(min(4, b.worlds)):
+        for rec in world_records(cfg, derive_seed("toy-base-world", b.seed, k), b.records_per_world):
+            if question_key(rec.question) in excluded:
+                continue
+            doc = rec.evidence_docs[0]
+            quotes = [(1, s) for s in rec.evidence_sentences]
+            texts.append(
+                "\n".join(
+                    [
+                        styles.render_first_user([doc], rec.question, "en"),
+                        styles.render_answer("paraphrase", "en", rec.answers[0], quotes),
+                        styles.render_answer("plain", "en", rec.answers[0]),
+                    ]
+                )
+            )
+    return texts
+
+
+def model_shape(b: ToyBaseConfig) -> TinyModelConfig:
+    """The toy base's shape as the tiny-model kit's config (max_position_embeddings = L0)."""
+    return TinyModelConfig(
+        vocab_size=b.vocab_size,
+        hidden_size=b.hidden_size,
+        intermediate_size=b.intermediate_size,
+        num_hidden_layers=b.num_hidden_layers,
+        num_attention_heads=b.num_attention_heads,
+        num_key_value_heads=b.num_key_value_heads,
+        max_position_embeddings=b.context,
+        seed=b.seed,
+    )
+
+
+# ---- samples -> weighted token rows ---------------------------------------------------------------------------
+
+
+def encode_chat(tokenizer, messages: Sequence[dict[str, str]], prompt_weight: float):
+    """(token ids, per-token loss weights) of a chat: the tokens `longctx_core.chat.tokenize_chat` labels
+    (assistant replies and their `<|im_end|>`) weigh 1, every other token `prompt_weight`."""
+    from longctx_core.chat import IGNORE_INDEX, tokenize_chat
+
+    chat = tokenize_chat(tokenizer, messages)
+    weights = [prompt_weight if lab == IGNORE_INDEX else 1.0 for lab in chat.labels]
+    return chat.input_ids, weights
+
+
+def compose_base_sample(world: World, tokenizer, target: int, style: str, n_records: int, seed: int):
+    """One base sample (`LongSample`) of `n_records` questions of `world` at about `target` tokens."""
+    from data_gen.compose import compose_sample
+
+    rng = rng_for(seed, "records")
+    records = rng.sample(world.records, min(n_records, len(world.records)))
+    return compose_sample(
+        records,
+        world.pool,
+        tokenizer,
+        target_tokens=target,
+        answer_style=style,
+        seed=seed,
+        sample_id=str(seed),
+    )
+
+
+def curriculum_max(b: ToyBaseConfig, step: int) -> int:
+    """Longest sample length at `step`: min_tokens, growing linearly to L0 over the curriculum steps."""
+    return int(b.min_tokens + (b.context - b.min_tokens) * min(1.0, step / max(1, b.curriculum_steps)))
+
+
+def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) -> list:
+    """The `batch_size` samples of `step` (deterministic in (seed, step)); samples the composer rejects are
+    redrawn with the next seed."""
+    from data_gen.compose import ComposeError
+
+    rng = rng_for(b.seed, "toy-base-batch", step)
+    styles, weights = zip(*b.answer_styles.items(), strict=True)
+    samples, attempt = [], 0
+    while len(samples) < b.batch_size:
+        attempt += 1
+        hi = curriculum_max(b, step)
+        target = rng.randint(min(b.min_tokens, hi), hi)
+        world = worlds[rng.randrange(len(worlds))]
+        style = rng.choices(styles, weights)[0]
+        n = rng.randint(*b.records_per_sample)
+        seed = rng.getrandbits(62)
+        while n >= 1:
+            try:
+                samples.append(compose_base_sample(world, tokenizer, target, style, n, seed))
+                break
+            except (ComposeError, ValueError) as exc:
+                n -= 1  # short targets early in the curriculum hold fewer questions
+                if n == 0 and attempt > 4 * b.batch_size:
+                    raise RuntimeError(f"toy base: the composer keeps rejecting samples ({exc})") from exc
+    return samples
+
+
+def collate(rows: list[tuple[list[int], list[float]]], pad_id: int):
+    """Right-padded (input_ids, attention_mask, weights) tensors; weights[i, t] weighs the prediction of
+    token t+1 from position t (0 at padding and at each row's last token)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    weights = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, (row_ids, row_w) in enumerate(rows):
+        n = len(row_ids)
+        ids[i, :n] = torch.tensor(row_ids)
+        mask[i, :n] = 1
+        weights[i, : n - 1] = torch.tensor(row_w[1:])  # the weight of the token being predicted
+    return ids, mask, weights
+
+
+def weighted_loss(model, ids, mask, weights):
+    """(loss, answer-token loss): weighted next-token cross-entropy, and the plain mean over answer tokens
+    (weight 1) for logging."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+    w = weights[:, :-1].reshape(-1)
+    answer = (w == 1.0).float()
+    return (nll * w).sum() / w.sum(), (nll * answer).sum() / answer.sum().clamp(min=1)
+
+
+# ---- validation ------------------------------------------------------------------------------------------------
+
+
+def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
+    """`eval_questions` one-question prompts of the validation world at L0 (minus the reply budget), gold
+    position uniform: {ids, answers, style}. Half ask after paraphrase-style training, half plain: the
+    style only changes the (dropped) reference answer, so it does not matter here."""
+    from data_gen.compose import ComposeError
+    from longctx_core.eval.prompts import chat_ids
+
+    rng = random.Random(derive_seed(VALIDATION_WORLD, b.seed, "prompts"))
+    prompts = []
+    for rec in rng.sample(world.records, min(len(world.records), 4 * b.eval_questions)):
+        if len(prompts) == b.eval_questions:
+            break
+        one = World([rec], world.pool)
+        try:
+            sample = compose_base_sample(
+                one, tokenizer, b.context - REPLY_TOKENS, "paraphrase", 1, rng.getrandbits(62)
+            )
+        except ComposeError:
+            continue
+        prompts.append({"ids": chat_ids(tokenizer, sample.messages[:-1]), "answers": list(rec.answers)})
+    return prompts
+
+
+def validate(model, tokenizer, prompts: list[dict], batch: int = 16) -> float:
+    """Exact match (the evaluate stage's `answer_em`) of greedy replies to `prompts`."""
+    from longctx_core.eval.generate import greedy_generate
+    from longctx_core.eval.scoring import answer_em
+
+    model.eval()
+    hits = 0.0
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i : i + batch]
+        new = greedy_generate(
+            model, [p["ids"] for p in chunk], [REPLY_TOKENS] * len(chunk), tokenizer.pad_token_id
+        )
+        for p, toks in zip(chunk, new, strict=True):
+            reply = tokenizer.decode(toks, skip_special_tokens=True)
+            hits += answer_em(reply, p["answers"])[1]
+            if i == 0 and p is chunk[0]:  # one reply per check shows how far the format/lookup got
+                logger.info("toy base validation reply: %r (gold %r)", reply, p["answers"][0])
+    model.train()
+    return hits / max(1, len(prompts))
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+
+
+def lr_at(b: ToyBaseConfig, step: int) -> float:
+    """Linear warm-up to `lr`, then cosine decay to 10% of it at `max_steps`."""
+    if step < b.warmup_steps:
+        return b.lr * (step + 1) / b.warmup_steps
+    t = (step - b.warmup_steps) / max(1, b.max_steps - b.warmup_steps)
+    return b.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def train_toy_base(cfg: Config, out_dir: Path) -> dict:
+    """Build the tokenizer and model, train until validation exact match reaches `target_accuracy` (or
+    `max_steps` / `time_budget_min` run out), save the HF folder into `out_dir`; returns the build summary
+    (steps, minutes, validation curve, final accuracy)."""
+    import torch
+
+    from longctx_core.tiny import build_tiny_model, train_tokenizer
+
+    b = cfg.repro.base
+    torch.set_num_threads(b.threads)
+    torch.manual_seed(b.seed)
+    started = time.monotonic()
+    excluded = heldout_questions(cfg)  # never seen by any part of the build, tokenizer included
+    tokenizer = train_tokenizer(tokenizer_texts(cfg, excluded), b.vocab_size)
+    worlds, val_world = base_worlds(cfg, tokenizer, excluded)
+    val_prompts = validation_prompts(val_world, tokenizer, b)
+    model = build_tiny_model(model_shape(b), tokenizer)
+    model.config.use_cache = False
+    logger.info(
+        "toy base: %.2fM parameters, vocab %d, L0 %d, %d training worlds (%d questions), %d validation prompts",
+        sum(p.numel() for p in model.parameters()) / 1e6, len(tokenizer), b.context, len(worlds),
+        sum(len(w.records) for w in worlds), len(val_prompts),
+    )  # fmt: skip
+    opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=b.weight_decay, betas=(0.9, 0.95))
+    curve: list[dict] = []
+    accuracy, step, tokens = 0.0, 0, 0
+    model.train()
+    while step < b.max_steps:
+        rows = [
+            encode_chat(tokenizer, s.messages, b.prompt_loss_weight)
+            for s in batch_for_step(worlds, tokenizer, b, step)
+        ]
+        ids, mask, weights = collate(rows, tokenizer.pad_token_id)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(b, step)
+        loss, answer_loss = weighted_loss(model, ids, mask, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step, tokens = step + 1, tokens + int(mask.sum())
+        minutes = (time.monotonic() - started) / 60
+        if step % 25 == 0:
+            logger.info(
+                "toy base step %d: loss %.3f, answer loss %.3f, %.1f min",
+                step,
+                loss.item(),
+                answer_loss.item(),
+                minutes,
+            )
+        if step % b.eval_every == 0 or step == b.max_steps or minutes > b.time_budget_min:
+            accuracy = validate(model, tokenizer, val_prompts)
+            curve.append(
+                {
+                    "step": step,
+                    "minutes": round(minutes, 2),
+                    "accuracy": accuracy,
+                    "answer_loss": answer_loss.item(),
+                }
+            )
+            logger.info(
+                "toy base step %d: validation exact match %.3f (target %.2f)",
+                step,
+                accuracy,
+                b.target_accuracy,
+            )
+            if accuracy >= b.target_accuracy or minutes > b.time_budget_min:
+                break
+    model.config.use_cache = True
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    summary = {
+        "steps": step, "tokens": tokens, "minutes": round((time.monotonic() - started) / 60, 2),
+        "validation_accuracy": accuracy, "reached_target": accuracy >= b.target_accuracy,
+        "validation_questions": len(val_prompts), "curve": curve,
+        "parameters": sum(p.numel() for p in model.parameters()), "threads": b.threads,
+    }  # fmt: skip
+    return summary
+
+
+# ---- the cache -------------------------------------------------------------------------------------------------
+
+
+def base_fingerprint(cfg: Config) -> str:
+    """Hash of everything the toy base depends on: its recipe, the world's shape, and the held-out split
+    (eval fraction, arm seeds)."""
+    recipe = {
+        "version": _RECIPE_VERSION,
+        "base": cfg.repro.base.model_dump(mode="json", exclude={"threads"}),  # threads change speed only
+        "world": cfg.data.source.builtin.model_dump(mode="json"),
+        "eval_fraction": cfg.data.eval_fraction,
+        "seeds": sorted(set(cfg.repro.seeds) | {cfg.run.seed}),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def toy_base_dir(cfg: Config, cache_dir: str | Path | None = None) -> Path:
+    """Where the toy base for `cfg` is cached: <cache>/toybase-<fingerprint>/."""
+    from longctx_core.tiny import default_cache_dir
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / f"toybase-{base_fingerprint(cfg)}"
+
+
+def read_base_info(folder: Path) -> dict:
+    """The build summary saved with a toy base (`toy_base.json`)."""
+    return json.loads((Path(folder) / INFO_FILE).read_text())
+
+
+def ensure_toy_base(cfg: Config, cache_dir: str | Path | None = None) -> Path:
+    """The toy base's folder, built once (atomic rename: a half-built folder is never visible) and reused
+    while its recipe is unchanged."""
+    out = toy_base_dir(cfg, cache_dir)
+    if (out / INFO_FILE).is_file():
+        logger.info("toy base: reusing %s (%s)", out, read_base_info(out)["summary"]["validation_accuracy"])
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".toybase-", dir=out.parent))
+    try:
+        summary = train_toy_base(cfg, tmp)
+        info = {"fingerprint": base_fingerprint(cfg), "recipe": cfg.repro.base.model_dump(mode="json"),
+                "world": cfg.data.source.builtin.model_dump(mode="json"), "summary": summary}  # fmt: skip
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished the same build first; its folder is equivalent
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("toy base: built %s in %.1f min, validation exact match %.3f", out, summary["minutes"],
+                summary["validation_accuracy"])  # fmt: skip
+    return out

@@ -1,0 +1,152 @@
+"""The toy base build on a miniature: data layout, loss weights, held-out questions, the cached build."""
+
+from __future__ import annotations
+
+import pytest
+
+PRESET = "ray_jobs/configs/repro_cpu.yaml"
+MINI = [
+    "repro.base.hidden_size=32",
+    "repro.base.intermediate_size=64",
+    "repro.base.num_hidden_layers=1",
+    "repro.base.num_attention_heads=2",
+    "repro.base.num_key_value_heads=1",
+    "repro.base.vocab_size=400",
+    "repro.base.worlds=2",
+    "repro.base.records_per_world=60",
+    "repro.base.batch_size=4",
+    "repro.base.max_steps=12",
+    "repro.base.eval_every=6",
+    "repro.base.eval_questions=4",
+    "repro.base.warmup_steps=2",
+    "repro.base.curriculum_steps=4",
+    "repro.base.min_tokens=224",  # a 400-token vocabulary spells documents out: longer samples
+    "repro.base.lr=0.01",
+    "repro.allow_weak_base=true",  # a 12-step miniature base answers nothing
+    "data.source.builtin.num_records=120",
+    "eval.qa.num_questions=4",
+    "eval.qa.pool_records=120",
+]
+
+
+def mini_config(*extra: str):
+    from longctx_core.config import load_config
+
+    return load_config(PRESET, [*MINI, *extra])
+
+
+@pytest.fixture(scope="module")
+def mini_base(tmp_path_factory):
+    """(config, folder) of a miniature toy base, built once per session (cached by its recipe hash)."""
+    from longctx_core.toybase import ensure_toy_base
+
+    cfg = mini_config()
+    cache = tmp_path_factory.getbasetemp() / "toybase-cache"
+    return cfg, ensure_toy_base(cfg, cache)
+
+
+def test_encode_chat_matches_template_and_weights_answers():
+    from longctx_core.tiny import train_tokenizer
+    from longctx_core.toybase import encode_chat
+
+    tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where was Far born?"},
+        {"role": "assistant", "content": "The answer is: Four"},
+    ]
+    ids, weights = encode_chat(tok, messages, prompt_weight=0.5)
+    assert (
+        ids == tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    )
+    answer = tok("The answer is: Four<|im_end|>", add_special_tokens=False)["input_ids"]
+    ones = [i for i, w in enumerate(weights) if w == 1.0]
+    assert [ids[i] for i in ones] == answer  # exactly the reply and its end marker weigh 1
+    assert set(weights) == {0.5, 1.0}
+
+
+def test_collate_shifts_weights_onto_predicted_tokens():
+    import torch
+
+    from longctx_core.toybase import collate
+
+    # Row a = [5, 6, 7] with weights [.5, .5, 1]: position 0 predicts 6 (w .5), 1 predicts 7 (w 1), 2 nothing.
+    ids, mask, weights = collate([([5, 6, 7], [0.5, 0.5, 1.0]), ([8, 9], [0.5, 1.0])], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert torch.equal(weights, torch.tensor([[0.5, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+
+
+def test_curriculum_grows_to_l0():
+    from longctx_core.config import load_config
+    from longctx_core.toybase import curriculum_max
+
+    b = load_config(PRESET).repro.base
+    assert curriculum_max(b, 0) == b.min_tokens
+    assert curriculum_max(b, b.curriculum_steps) == b.context
+    assert curriculum_max(b, 10 * b.curriculum_steps) == b.context
+
+
+def test_evaluation_questions_never_reach_base_training():
+    """Every question the evaluation can ask (held-out split of every arm seed's world) is excluded from
+    every base training world, and no composed base sample asks one."""
+    from longctx_core.eval.contexts import held_out_records, question_key
+    from longctx_core.tiny import train_tokenizer
+    from longctx_core.toybase import base_worlds, batch_for_step, heldout_questions, tokenizer_texts
+
+    cfg = mini_config("repro.seeds=[0, 1]", "repro.base.records_per_world=200")
+    excluded = heldout_questions(cfg)
+    asked, records = set(), []
+    for seed in cfg.repro.seeds:
+        held, _, _ = held_out_records(cfg.data.source, seed, cfg.data.eval_fraction, 4, 120)
+        asked |= {question_key(r.question) for r in held}
+        records += held
+    assert asked and asked <= excluded
+    texts = tokenizer_texts(cfg, excluded)
+    assert not any(f"Question: {r.question}" in t for t in texts for r in records)
+    tok = train_tokenizer(texts, 400)
+    worlds, _ = base_worlds(cfg, tok, excluded)
+    trained = {question_key(r.question) for w in worlds for r in w.records}
+    assert trained and not trained & excluded
+    # Names recur across worlds, so the unfiltered training worlds do hold excluded questions.
+    from data_gen.seeding import derive_seed
+    from longctx_core.toybase import world_records
+
+    raw = [
+        r
+        for k in range(cfg.repro.base.worlds)
+        for r in world_records(cfg, derive_seed("toy-base-world", 0, k), 200)
+    ]
+    assert any(question_key(r.question) in excluded for r in raw)
+    b = cfg.repro.base
+    composed = {
+        question_key(q)
+        for step in range(3)
+        for s in batch_for_step(worlds, tok, b, step)
+        for q in s.meta["questions"]
+    }
+    assert composed and not composed & excluded
+
+
+def test_base_builds_trains_and_is_cached(mini_base, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from longctx_core.toybase import ensure_toy_base, read_base_info
+
+    cfg, folder = mini_base
+    info = read_base_info(folder)
+    summary = info["summary"]
+    assert summary["steps"] >= 6 and summary["curve"], summary
+    first, last = summary["curve"][0], summary["curve"][-1]
+    assert last["answer_loss"] < 6.0  # from ~ln(400) = 6.0 at initialisation
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert model.config.max_position_embeddings == cfg.repro.base.context
+    assert tok.chat_template and len(tok) == model.config.vocab_size
+    assert first["step"] <= last["step"]
+    # Same recipe -> same folder, no rebuild; a different recipe -> a different folder.
+    cache = tmp_path_factory.getbasetemp() / "toybase-cache"
+    assert ensure_toy_base(cfg, cache) == folder
+    from longctx_core.toybase import toy_base_dir
+
+    assert toy_base_dir(mini_config("repro.base.lr=0.02"), cache) != folder

@@ -1,0 +1,89 @@
+"""The repro preset and the `repro:` section: loads, fails fast with the key path, arm configs."""
+
+from __future__ import annotations
+
+import pytest
+
+PRESET = "ray_jobs/configs/repro_cpu.yaml"
+
+
+def test_preset_loads_and_first_line_is_its_command():
+    from longctx_core.config import load_config
+    from longctx_core.repro import check_repro_config
+
+    cfg = load_config(PRESET)
+    check_repro_config(cfg)
+    first = open(PRESET).readline()
+    assert "python -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml" in first
+    assert cfg.model.rope.original_max_position_embeddings == cfg.repro.base.context
+    assert set(cfg.repro.arms) == {"paraphrase", "plain"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["model.rope.original_max_position_embeddings=512"], "model.rope.original_max_position_embeddings"),
+        (["data.target_tokens=[2048]"], "data.target_tokens"),
+        (["eval.length_factors=[1.0, 2.0]"], "eval.length_factors"),
+        (["eval.qa.num_questions=600"], "eval.qa.num_questions"),
+        (["model.rope.factor=2.0"], "model.rope.factor"),
+    ],
+)
+def test_contradictions_name_the_key(overrides, key):
+    from longctx_core.config import ConfigError, load_config
+    from longctx_core.repro import check_repro_config
+
+    with pytest.raises(ConfigError) as err:
+        check_repro_config(load_config(PRESET, overrides))
+    assert str(err.value).startswith(key)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("repro.arms={base: {plain: 1.0}}", "repro.arms.base:"),
+        ("repro.arms={a: {quoted: 1.0}}", "repro.arms.a.quoted: unknown style"),
+        ("repro.seeds=[]", "repro.seeds:"),
+        ("repro.base.min_tokens=4096", "repro.base.min_tokens:"),
+        ("repro.base.answer_styles={unanswerable: 1.0}", "repro.base.answer_styles.unanswerable:"),
+        ("repro.base.colour=1", "unknown config key 'repro.base.colour'"),
+    ],
+)
+def test_bad_repro_values_are_one_line_errors(override, message):
+    from longctx_core.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(PRESET, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_arm_and_eval_configs(tmp_path):
+    from longctx_core.config import load_config, run_dir
+    from longctx_core.repro import arm_config, eval_config
+
+    cfg = load_config(PRESET, [f"run.storage_path={tmp_path}", "repro.seeds=[3, 4]"])
+    base = tmp_path / "base"
+    para = arm_config(cfg, base, "paraphrase", 3)
+    plain = arm_config(cfg, base, "plain", 3)
+    assert run_dir(para) == tmp_path / "repro" / "arms" / "base" / "paraphrase-s3"
+    assert para.data.answer_styles == {"paraphrase": 1.0} and plain.data.answer_styles == {"plain": 1.0}
+    # The twins differ only in the answer style (and their folder).
+    a, b = para.model_dump(), plain.model_dump()
+    assert {k for k in a if a[k] != b[k]} == {"run", "data"}
+    assert a["run"]["seed"] == b["run"]["seed"] == 3 and a["model"]["name_or_path"] == str(base)
+    ev = eval_config(cfg, base, 3, {"paraphrase": tmp_path / "p", "plain": tmp_path / "q"})
+    assert [(m.name, m.kind) for m in ev.eval.models] == [
+        ("base", "base"),
+        ("paraphrase", "adapter"),
+        ("plain", "adapter"),
+    ]
+
+
+def test_entrypoint_rejects_a_bad_config_before_any_work(capsys):
+    from ray_jobs.repro import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", PRESET, "model.rope.original_max_position_embeddings=512"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("longctx repro: error: model.rope.original_max_position_embeddings:")

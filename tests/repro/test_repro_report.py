@@ -1,0 +1,92 @@
+"""The repro's analysis and report: bootstrap intervals, paired differences, the verdict, the files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+PRESET = "ray_jobs/configs/repro_cpu.yaml"
+POSITIONS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def _qa_row(model, record, length, pos, score, quoted=0.0):
+    return {"model": model, "task": "qa", "prompt_id": f"qa-builtin-0-{record}-L{length}-p{pos:g}",
+            "length": length, "position": pos, "score": float(score), "quoted": quoted,
+            "faithful_gold": quoted, "near_miss": 0.0}  # fmt: skip
+
+
+def _write_eval(folder, seed_rows):
+    folder.mkdir(parents=True)
+    with (folder / "predictions.jsonl").open("w") as fh:
+        for row in seed_rows:
+            fh.write(json.dumps(row) + "\n")
+    return folder
+
+
+@pytest.fixture
+def lost_in_the_middle(tmp_path):
+    """Two seeds of predictions where the extended base and the plain arm fail in the middle at the long
+    length and the paraphrase arm answers everywhere (and quotes)."""
+    dirs = {}
+    for seed in (0, 1):
+        rows = []
+        for q in range(30):
+            for pos in POSITIONS:
+                edge = pos in (0.0, 1.0)
+                rows.append(_qa_row("base", q, 208, pos, 1))
+                rows.append(_qa_row("base", q, 976, pos, edge))
+                rows.append(_qa_row("plain", q, 976, pos, edge))
+                rows.append(_qa_row("paraphrase", q, 976, pos, 1, quoted=1.0))
+        rows += [{"model": m, "task": "passkey", "prompt_id": f"pk-{m}", "length": 976, "depth": 0.5, "score": 1.0}
+                 for m in ("base", "plain", "paraphrase")]  # fmt: skip
+        dirs[seed] = _write_eval(tmp_path / f"eval-s{seed}", rows)
+    return dirs
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_questions():
+    from longctx_core.repro import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 2, size=(40, 5)).astype(float)
+    big = rng.integers(0, 2, size=(1000, 5)).astype(float)
+    a = bootstrap_interval(small, [0, 1, 2, 3, 4], 500, 0)
+    b = bootstrap_interval(big, [0, 1, 2, 3, 4], 500, 0)
+    assert a["lo"] <= a["mean"] <= a["hi"] and a["n"] == 40
+    assert (b["hi"] - b["lo"]) < (a["hi"] - a["lo"])
+    const = bootstrap_interval(np.ones((10, 5)), [2], 200, 0)
+    assert const == {"mean": 1.0, "lo": 1.0, "hi": 1.0, "n": 10}
+
+
+def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_path):
+    from longctx_core.config import load_config
+    from longctx_core.repro import write_report
+
+    cfg = load_config(PRESET, [f"run.storage_path={tmp_path}", "run.name=r", "repro.seeds=[0, 1]"])
+    base = {"summary": {"parameters": 3.5e6, "steps": 10, "minutes": 1.0, "validation_accuracy": 0.9,
+                        "validation_questions": 48, "reached_target": True}}  # fmt: skip
+    report = write_report(cfg, lost_in_the_middle, base, command="make repro")
+    text = report.read_text()
+    data = json.loads((tmp_path / "r" / "repro.json").read_text())["analysis"]
+    assert (tmp_path / "r" / "plots" / "accuracy_by_position.png").stat().st_size > 0
+    # 60 units = 2 seeds x 30 questions; base at L0 perfect, at 4 x L0 only the edges.
+    assert data["accuracy"]["208"]["base"]["all"]["mean"] == 1.0
+    long = data["accuracy"]["976"]
+    assert long["base"]["middle"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 60}
+    assert long["paraphrase"]["0.5"]["mean"] == 1.0 and long["plain"]["0"]["mean"] == 1.0
+    diff = data["differences"]["paraphrase - plain"]
+    assert diff["middle"]["mean"] == 1.0 and diff["0"]["mean"] == 0.0
+    assert data["quotes"]["quoted"] == {"base": 0.0, "plain": 0.0, "paraphrase": 1.0}
+    assert "paraphrase - plain in the middle: +100.0 [+100.0, +100.0] points, better" in text
+    assert "| paraphrase | 100.0 [100.0, 100.0]" in text and "Command: `make repro`" in text
+    assert "reached the 85% target" in text
+
+
+def test_verdict_says_when_an_interval_contains_zero():
+    from longctx_core.repro import verdict
+
+    diffs = {"paraphrase - plain": {"middle": {"mean": 0.02, "lo": -0.03, "hi": 0.07, "n": 300}}}
+    assert "not distinguishable (interval contains 0)" in verdict(diffs)
+    diffs = {"plain - base": {"middle": {"mean": -0.1, "lo": -0.15, "hi": -0.05, "n": 300}}}
+    assert "worse (interval below 0)" in verdict(diffs)
