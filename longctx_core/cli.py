@@ -25,6 +25,9 @@ _ENV_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",  # one tokenizer per Ray actor; its own thread pool would oversubscribe
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "RAY_DEDUP_LOGS": "1",
+    # Ray Train's default 60 s for a worker group to start is too short for GPU nodes autoscaling from zero
+    # and for a loaded 2-core laptop.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
 }
 
 

@@ -18,6 +18,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 os.environ.setdefault("LONGCTX_CACHE_DIR", str(REPO / ".cache" / "longctx"))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray Train gives a worker group 60 s to start; a loaded 2-core CI machine can need more.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
 
 def pytest_report_header(config):
