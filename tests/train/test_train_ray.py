@@ -1,0 +1,276 @@
+"""Training on a real local Ray (2 CPUs): TorchTrainer with 2 workers, DeepSpeed ZeRO-2/3, 4-bit QLoRA on the
+small tiny model, packed rows streamed from Parquet through Ray Data.
+
+One fit per scenario (each costs ~30-60 s here), shared by the assertions on it:
+- `zero2_run`: the CPU demo preset with overrides, through the `ray_jobs.train` entrypoint (ZeRO-2, 4-bit).
+- `zero3_killed_run`: ZeRO-3 + 4-bit (quant storage = fp32), one worker SIGKILLed mid-run; the run
+  resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from longctx_core.metrics import read_jsonl
+
+CHECKPOINT_EVERY = 4
+MAX_STEPS = 16
+
+
+def _steps(rows):
+    return [r for r in rows if "loss" in r and "step" in r]
+
+
+def _attempts(rows) -> list[tuple[int, list[dict]]]:
+    """Split metrics rows into worker-group attempts: (resumed_from_step, step rows) each.
+
+    A run on this shared machine can restart more than once: besides the test's own kill, Ray Train's
+    placement-group cleaner may take a live run for dead when the state API answers from another Ray
+    instance on the host. Every restart must obey the same resume rules, so the checks cover all of them.
+    """
+    out: list[tuple[int, list[dict]]] = []
+    for r in rows:
+        if r.get("event") == "start":
+            out.append((r["resumed_from_step"], []))
+        elif "loss" in r:
+            out[-1][1].append(r)
+    return out
+
+
+def _history(rows) -> dict[int, dict]:
+    """The step rows that count: the last attempt's row for each step."""
+    return {r["step"]: r for r in _steps(rows)}
+
+
+def _adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+# ---- fits -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zero2_run(ray_local, make_train_cfg, tmp_path_factory, train_model_dir, train_data_dir):
+    """The demo preset (ZeRO-2, 4-bit QLoRA, 2 workers) through the entrypoint, on the test data."""
+    from longctx_core.config import load_config
+    from ray_jobs import train as train_job
+
+    storage = tmp_path_factory.mktemp("runs-z2")
+    cfg = load_config(
+        "ray_jobs/configs/demo_cpu.yaml",
+        [
+            f"run.storage_path={storage}",
+            "run.name=z2",
+            f"model.name_or_path={train_model_dir}",
+            "model.rope.original_max_position_embeddings=512",  # the preset's YaRN x4, on the small model
+            "model.gradient_checkpointing=false",
+            "model.lora.r=8",  # the same adapter shape as the other runs (compared below)
+            "model.lora.alpha=16",
+            "model.lora.dropout=0.0",
+            "data.target_tokens=[256]",
+            f"train.data_path={train_data_dir}",
+            "train.max_seq_len=512",
+            "train.max_steps=6",
+            "train.lr=5e-3",
+            "train.lr_schedule=constant",
+            "train.pack_window=32",
+            "train.checkpoint_every=3",
+        ],
+    )
+    assert cfg.train.zero_stage == 2 and cfg.model.quantization.load_in_4bit
+    summary = train_job.run(cfg)
+    return {"cfg": cfg, "summary": summary, "root": storage / "z2"}
+
+
+def _registered_checkpoint_step(run_folder: Path) -> int:
+    """The step of the latest checkpoint Ray Train has registered (what a restart resumes from), else 0."""
+    snapshot = run_folder / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):  # absent, or being rewritten right now
+        return 0
+    return int((latest.get("metrics") or {}).get("step", 0))
+
+
+def _kill_rank_mid_run(root: Path, rank: int, report: dict, timeout: float = 600) -> None:
+    """Background: once Ray Train has registered a checkpoint and a later step is logged, SIGKILL the
+    process of `rank` (found through its breadcrumb file); records the pid and the steps in `report`."""
+    metrics, crumb = root / "train" / "metrics.jsonl", root / "train" / "workers" / f"rank-{rank}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ckpt = _registered_checkpoint_step(root / "train" / "ray" / "ray-train")
+        logged = [r["step"] for r in _steps(read_jsonl(metrics))] if ckpt else []
+        if ckpt and logged and max(logged) > ckpt:
+            pid = json.loads(crumb.read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)
+            report.update(pid=pid, step_at_kill=max(logged), registered_checkpoint=ckpt)
+            return
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def zero3_killed_run(ray_local, make_train_cfg, tmp_path_factory):
+    """ZeRO-3 + 4-bit, checkpoint every 4 steps; rank 1 SIGKILLed after the first registered checkpoint."""
+    from longctx_core.config import run_dir
+    from longctx_core.runs import prepare_run_dir
+    from longctx_core.train_loop import train
+
+    storage = tmp_path_factory.mktemp("runs-z3")
+    cfg = make_train_cfg(
+        storage,
+        name="z3",
+        **{
+            "train.zero_stage": 3,
+            "train.max_steps": MAX_STEPS,
+            "train.checkpoint_every": CHECKPOINT_EVERY,
+            "train.max_failures": 3,
+            "model.lora.dropout": 0.1,  # RNG state must be restored for the resumed losses to match
+        },
+    )
+    root = prepare_run_dir(cfg, "train")
+    assert root == run_dir(cfg)
+    killed: dict = {}
+    killer = threading.Thread(target=_kill_rank_mid_run, args=(root, 1, killed), daemon=True)
+    # The controller registers reported checkpoints when it polls the workers (every 2 s by default);
+    # polling faster lets the kill land soon after the first checkpoint, well before the run ends.
+    poll = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    saved, os.environ[poll] = os.environ.get(poll), "0.2"
+    try:
+        killer.start()
+        summary = train(cfg, root)
+    finally:
+        if saved is None:
+            del os.environ[poll]
+        else:
+            os.environ[poll] = saved
+    killer.join(timeout=1)
+    return {"cfg": cfg, "summary": summary, "root": root, "killed": killed}
+
+
+# ---- ZeRO-2, 4-bit QLoRA: the demo preset through the entrypoint -----------------------------------------------
+
+
+def test_zero2_qlora_trains_and_writes_a_loadable_adapter(zero2_run, train_model_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    summary, root = zero2_run["summary"], zero2_run["root"]
+    assert summary["steps"] == 6
+    history = _history(read_jsonl(root / "train" / "metrics.jsonl"))
+    assert sorted(history) == [1, 2, 3, 4, 5, 6]
+    losses = [history[s]["loss"] for s in sorted(history)]
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.05, losses  # loss falls
+
+    adapter = Path(summary["adapter"])
+    assert adapter == root / "train" / "adapter" and (adapter / "adapter_config.json").is_file()
+    tensors = _adapter_tensors(adapter)
+    assert tensors and all("lora_" in k for k in tensors)  # only adapters trained: the base stayed frozen
+    assert all(t.abs().max() > 0 for k, t in tensors.items() if "lora_B" in k)  # B starts at exactly 0
+
+    base = AutoModelForCausalLM.from_pretrained(train_model_dir).eval()
+    ids = torch.randint(5, 500, (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        tuned = PeftModel.from_pretrained(base, str(adapter)).eval()
+        after = tuned(input_ids=ids).logits
+    assert (after - before).abs().max().item() > 1e-3
+
+
+def test_zero2_metrics_carry_every_figure(zero2_run):
+    history = _history(read_jsonl(zero2_run["root"] / "train" / "metrics.jsonl"))
+    rows = [history[s] for s in sorted(history)]
+    for r in rows:
+        for key in ("loss", "lr", "tokens_per_s", "packing_efficiency", "step_time_s", "peak_mem_gb"):
+            assert isinstance(r[key], float) and r[key] > 0, (key, r)
+        assert 0.3 < r["packing_efficiency"] <= 1.0
+        assert r["lr"] == pytest.approx(5e-3)
+        assert "mfu" not in r  # CPU: no MFU
+    # tokens/s x step time adds up to the tokens trained on (all ranks).
+    assert rows[-1]["tokens_seen"] == pytest.approx(sum(r["tokens_per_s"] * r["step_time_s"] for r in rows))
+    assert len({tuple(r["data_digest"]) for r in rows}) == len(rows)  # a new micro-batch every step
+
+
+def test_zero2_checkpoints_hold_engine_adapter_and_data_position(zero2_run):
+    from longctx_core.train_loop import TrainState
+
+    root = zero2_run["root"]
+    folders = sorted((root / "train" / "ray" / "ray-train").glob("checkpoint-step*"))
+    assert [f.name for f in folders] == ["checkpoint-step0000003", "checkpoint-step0000006"]
+    last = folders[-1]
+    state = TrainState.from_file(last / "trainer_state.json")
+    assert (state.step, state.epoch, state.batches_in_epoch, state.world_size) == (6, 0, 6, 2)
+    assert {p.name for p in (last / "engine").iterdir()} >= {
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    }
+    assert (last / "rng-rank0.pt").is_file() and (last / "rng-rank1.pt").is_file()
+    # Adapters keep changing between checkpoints; the final adapter is the last checkpoint's.
+    mid, end = _adapter_tensors(folders[0] / "adapter"), _adapter_tensors(last / "adapter")
+    assert all((mid[k] - end[k]).abs().max() > 0 for k in end)
+    final = _adapter_tensors(root / "train" / "adapter")
+    assert all((final[k] == end[k]).all() for k in end)
+
+
+# ---- ZeRO-3, 4-bit, a worker killed mid-run ----------------------------------------------------------------
+
+
+def test_zero3_qlora_adapter_is_complete(zero3_killed_run, zero2_run):
+    """Under ZeRO-3 every rank holds a slice of each LoRA matrix; the gathered adapter has the same keys
+    and shapes as ZeRO-2's, with real values."""
+    z3 = _adapter_tensors(Path(zero3_killed_run["summary"]["adapter"]))
+    z2 = _adapter_tensors(Path(zero2_run["summary"]["adapter"]))
+    assert {k: tuple(v.shape) for k, v in z3.items()} == {k: tuple(v.shape) for k, v in z2.items()}
+    assert all(v.numel() > 0 for v in z3.values())
+    assert all(v.abs().max() > 0 for k, v in z3.items() if "lora_B" in k)
+
+
+def test_killed_worker_resumes_from_last_checkpoint(zero3_killed_run):
+    run, root = zero3_killed_run, zero3_killed_run["root"]
+    assert run["killed"], "the run finished before the worker could be killed"
+    assert run["summary"]["steps"] == MAX_STEPS
+
+    rows = read_jsonl(root / "train" / "metrics.jsonl")
+    attempts = _attempts(rows)
+    assert len(attempts) >= 2 and attempts[0][0] == 0  # the kill caused a restart
+    assert any(resumed_from > 0 for resumed_from, _ in attempts[1:])  # from a checkpoint, not from 0
+    first_seen: dict[int, dict] = {}
+    for i, (resumed_from, steps) in enumerate(attempts):
+        # Each attempt continues right after the checkpoint it resumed from ...
+        assert [r["step"] for r in steps] == list(range(resumed_from + 1, resumed_from + 1 + len(steps)))
+        if i:
+            prev_last = attempts[i - 1][1][-1]["step"] if attempts[i - 1][1] else attempts[i - 1][0]
+            assert resumed_from % CHECKPOINT_EVERY == 0
+            # ... which is never ahead of the work done (nothing skipped) and at most one checkpoint
+            # interval behind it (redone steps are bounded).
+            assert prev_last - CHECKPOINT_EVERY <= resumed_from <= prev_last
+        for r in steps:
+            seen = first_seen.setdefault(r["step"], r)
+            # A redone step saw the same data and, with engine, optimizer and RNG state restored, gave the
+            # same loss.
+            assert r["data_digest"] == seen["data_digest"], r["step"]
+            assert r["loss"] == pytest.approx(seen["loss"], rel=1e-4, abs=1e-5), r["step"]
+    assert attempts[-1][1][-1]["step"] == MAX_STEPS
+    history = _history(rows)
+    assert sorted(history) == list(range(1, MAX_STEPS + 1))  # nothing lost
+    # No micro-batch trained twice within an epoch of the final history.
+    for epoch in {r["epoch"] for r in history.values()}:
+        digests = [tuple(r["data_digest"]) for r in history.values() if r["epoch"] == epoch]
+        assert len(set(digests)) == len(digests)
+
+
+def test_killed_worker_was_a_real_process_and_was_replaced(zero3_killed_run):
+    root, killed = zero3_killed_run["root"], zero3_killed_run["killed"]
+    crumb = json.loads((root / "train" / "workers" / "rank-1.json").read_text())
+    assert crumb["pid"] != killed["pid"]  # the restarted group has a new rank-1 process
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed["pid"], 0)
