@@ -1,0 +1,278 @@
+"""Framework overhead: the Ray Train + DeepSpeed loop with 1 worker vs a plain single-process PyTorch loop.
+
+    python -m bench.bench_overhead [--samples 64] [--steps 24] [--warmup 2] [--threads 2]
+
+Both sides train the tiny demo model (4-bit QLoRA, `PackedCausalLM`, AdamW, the LR schedule, clipping) from
+the same seed on the same packed rows (demo samples composed by data_gen, packed by `longctx_core.packing`),
+in the same order, the same number of optimizer steps; the first `--warmup` steps are not timed.
+- Ray side: a `TorchTrainer` with 1 worker whose loop is the project's `Trainer` (`setup_model`: DeepSpeed
+  ZeRO-2 engine; `setup_data`: the Ray Data shard; `train_step`), timed around `train_step` only.
+- Plain side: a spawned process running the same model + loss with a torch optimizer step, once before and
+  once after the Ray run (A-B-A, so load drift on a shared machine hits both sides); baseline = their mean.
+Both use `--threads` torch threads: Ray caps a worker's OMP threads at its CPU reservation, which would
+measure the reservation rather than the framework.
+
+Writes bench/results/overhead.json: `value` Ray tokens/s, `baseline` plain tokens/s, `ratio` their quotient
+(aim >= 0.9); `memory` holds the peak RSS per worker next to the plain process's; `loss_max_abs_diff` checks
+that both sides really ran the same steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import print_table, write_result
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _real_tokens(batch: dict) -> int:
+    """Tokens of a collated batch that belong to samples (its `real` entry, else every slot)."""
+    return int(batch["real"]) if "real" in batch else int(batch["input_ids"].numel())
+
+
+def build_plain(cfg):
+    """The plain-PyTorch side of a training step, built as the Trainer builds it but without DeepSpeed;
+    returns (PackedCausalLM wrapper, trainable params, AdamW, LambdaLR factory)."""
+    import torch
+
+    from longctx_core.losses import PackedCausalLM
+    from longctx_core.modeling import add_lora, load_model
+
+    t = cfg.train
+    torch.manual_seed(cfg.run.seed)  # the Trainer seeds the same way before loading: same LoRA init
+    peft = add_lora(load_model(cfg.model), cfg.model)
+    wrapper = PackedCausalLM(peft, t.loss_chunk_size, t.neftune_alpha, t.use_liger)
+    params = [p for p in wrapper.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay)
+    return wrapper, params, opt
+
+
+def plain_train(cfg, batches: list[dict], warmup: int = 1, threads: int | None = None) -> dict:
+    """Train on `batches[:warmup]` (untimed) then on all of `batches` (timed), one optimizer step per
+    micro-batch, loss normalised by labelled tokens as in `Trainer.train_step`.
+
+    Returns {steps, seconds, tokens (real), slot_tokens, tokens_per_s, losses, peak_rss_gb}.
+    """
+    import torch
+
+    from longctx_core.train_loop import lr_lambda
+
+    if threads:
+        torch.set_num_threads(threads)
+    wrapper, params, opt = build_plain(cfg)
+    sequence = batches[:warmup] + batches
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train, len(sequence)))
+    wrapper.train()
+    losses, seconds, tokens, slots = [], 0.0, 0, 0
+    for i, batch in enumerate(sequence):
+        b = {k: v for k, v in batch.items() if k in ("input_ids", "labels", "position_ids")}
+        t0 = time.perf_counter()
+        n_label = max(1, int((b["labels"][:, 1:] != -100).sum()))
+        loss_sum, _ = wrapper(**b)
+        (loss_sum / n_label).backward()
+        if cfg.train.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        losses.append(float(loss_sum.detach()) / n_label)
+        if i >= warmup:
+            seconds += dt
+            tokens += _real_tokens(batch)
+            slots += int(b["input_ids"].numel())
+    return {
+        "steps": len(batches),
+        "seconds": seconds,
+        "tokens": tokens,
+        "slot_tokens": slots,
+        "tokens_per_s": tokens / seconds,
+        "losses": losses,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def _plain_in_child(cfg_dict: dict, rows: list[dict], warmup: int, threads: int) -> dict:
+    """Spawned-process entry: collate `rows` one per micro-batch and run `plain_train`; returns its result."""
+    from longctx_core.config import config_from_dict
+    from longctx_core.packing import collate
+
+    cfg = config_from_dict(cfg_dict)
+    batches = [collate([r], 0) | {"real": len(r["input_ids"])} for r in rows]
+    return plain_train(cfg, batches, warmup, threads)
+
+
+def _ray_worker(loop_config: dict) -> None:
+    """Ray Train loop: the project's Trainer phases, timing `train_step` over this shard's micro-batches."""
+    import ray.train
+    import torch
+
+    from longctx_core.train_loop import Trainer
+
+    torch.set_num_threads(loop_config["threads"])
+    trainer = Trainer(loop_config)
+    trainer.setup_model()
+    trainer.setup_data()
+    stream = trainer.micro_batches()
+    losses, seconds, tokens = [], 0.0, 0
+    for i in range(loop_config["total_steps"]):
+        micro = [next(stream)]
+        t0 = time.perf_counter()
+        stats = trainer.train_step(micro)
+        dt = time.perf_counter() - t0
+        losses.append(stats["loss"])
+        if i >= loop_config["warmup"]:
+            seconds += dt
+            tokens += stats["tokens"]
+    stream.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    metrics = {"seconds": seconds, "tokens": tokens, "losses": losses, "peak_rss_gb": peak}
+    # Ray Train 2.x returns metrics to the driver only with a checkpoint: attach an empty one.
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-ckpt-") as folder:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def ray_train(cfg, rows: list[dict], warmup: int, threads: int, storage: str) -> dict:
+    """Run `_ray_worker` on a 1-worker TorchTrainer over `rows[:warmup] + rows` (order preserved); returns
+    {steps, seconds, tokens, tokens_per_s, losses, peak_rss_gb} as measured inside the worker."""
+    import ray
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from longctx_core.resources import cpus_per_actor
+    from longctx_core.train_loop import TRAIN_DATASET
+
+    sequence = rows[:warmup] + rows
+    ds = ray.data.from_items(sequence).materialize()
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={
+            "config": cfg.model_dump(mode="json"),
+            "run_dir": storage,
+            "total_steps": len(sequence),
+            "warmup": warmup,
+            "threads": threads,
+        },
+        # The reservation train() makes for one worker (half the cluster); the data is materialised.
+        scaling_config=ScalingConfig(
+            num_workers=1, use_gpu=False, resources_per_worker={"CPU": cpus_per_actor(1, 0.5, cap=8.0)}
+        ),
+        run_config=RunConfig(name="bench-overhead", storage_path=storage),
+        datasets={TRAIN_DATASET: ds},
+        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+    )
+    m = trainer.fit().metrics
+    return m | {"steps": len(rows), "tokens_per_s": m["tokens"] / m["seconds"]}
+
+
+def packed_rows(cfg, n_samples: int) -> list[dict]:
+    """Demo samples composed with data_gen, packed into rows of `train.max_seq_len`; returns row dicts."""
+    from bench.bench_packing import compose_samples
+    from longctx_core.packing import pack_samples
+
+    samples, _ = compose_samples(cfg, n_samples)
+    return [r.to_dict() for r in pack_samples(samples, cfg.train.max_seq_len, cfg.run.seed)]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_overhead", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--samples", type=int, default=64, help="demo samples composed and packed")
+    parser.add_argument("--steps", type=int, default=24, help="timed optimizer steps (1 packed row each)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps first (repeating the first rows)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    parser.add_argument("--seq-len", type=int, default=2048, help="train.max_seq_len (row length)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # DeepSpeed's comm op compiles once into this cache (the one the tests use); Ray workers inherit it.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    # Ray Train gives a worker group 60 s to start; on a loaded 2-core machine importing torch in the
+    # worker alone can take longer. Only takes effect for a Ray runtime this process starts.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    import concurrent.futures
+    import multiprocessing
+
+    import ray
+
+    from bench.bench_packing import demo_config
+
+    overrides = [f"train.max_seq_len={args.seq_len}", "model.lora.dropout=0.0", "train.num_workers=1"]
+    cfg = demo_config(overrides)  # dropout off: both sides must compute the same losses
+    rows = packed_rows(cfg, args.samples)[: args.steps]
+
+    def run_plain() -> dict:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            job = pool.submit(_plain_in_child, cfg.model_dump(mode="json"), rows, args.warmup, args.threads)
+            return job.result()
+
+    plain_runs = [run_plain()]
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-overhead-") as storage:
+            on_ray = ray_train(cfg, rows, args.warmup, args.threads, storage)
+    finally:
+        if started:
+            ray.shutdown()
+    # A-B-A: the plain loop runs before and after the Ray run, so load drifting on a shared machine
+    # shows up in both sides alike; the baseline is the mean of the two.
+    plain_runs.append(run_plain())
+    plain = plain_runs[0] | {
+        "seconds": sum(p["seconds"] for p in plain_runs) / 2,
+        "tokens_per_s": sum(p["tokens_per_s"] for p in plain_runs) / 2,
+        "peak_rss_gb": max(p["peak_rss_gb"] for p in plain_runs),
+    }
+    diff = max(abs(a - b) for a, b in zip(plain["losses"], on_ray["losses"], strict=True))
+    print_table(
+        f"framework overhead: {len(rows)} timed steps on packed rows of {args.seq_len} tokens, "
+        f"{args.threads} threads, tiny demo model (4-bit QLoRA)",
+        [
+            ("plain PyTorch loop (1 process)", plain["seconds"], plain["tokens_per_s"], plain["peak_rss_gb"]),
+            (
+                "Ray Train + DeepSpeed ZeRO-2, 1 worker",
+                on_ray["seconds"],
+                on_ray["tokens_per_s"],
+                on_ray["peak_rss_gb"],
+            ),
+        ],
+        ("loop", "seconds", "tokens/s", "peak RSS GiB"),
+    )
+    print(f"ratio {on_ray['tokens_per_s'] / plain['tokens_per_s']:.3f}; max |loss diff| per step {diff:.2e}")
+    command = "python -m bench.bench_overhead " + " ".join(argv if argv is not None else sys.argv[1:])
+    return write_result(
+        "overhead",
+        value=on_ray["tokens_per_s"],
+        unit="training tokens/s, Ray Train + DeepSpeed (1 worker) vs plain loop",
+        baseline=plain["tokens_per_s"],
+        command=command.strip(),
+        memory={"peak_rss_gb_per_worker": on_ray["peak_rss_gb"], "peak_rss_gb_plain": plain["peak_rss_gb"]},
+        steps=len(rows),
+        warmup=args.warmup,
+        threads=args.threads,
+        seq_len=args.seq_len,
+        loss_max_abs_diff=diff,
+        losses={"plain": plain["losses"], "ray": on_ray["losses"]},
+        plain_tokens_per_s_before_after=[p["tokens_per_s"] for p in plain_runs],
+    )
+
+
+if __name__ == "__main__":
+    main()

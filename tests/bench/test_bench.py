@@ -1,0 +1,129 @@
+"""Smoke tests of the benchmarks at tiny sizes: each runs for real and writes a well-formed result.
+
+No timing is asserted (the figures of a tiny run mean nothing); what is checked is the result's structure,
+that its ratios are finite, and the invariants each benchmark rests on (same steps on both sides, packing
+efficiency bounds). Results go to a temporary folder, never bench/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRED = ("name", "value", "unit", "baseline", "ratio", "command", "machine")
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch) -> Path:
+    """bench.common writes here for this test (the benchmarks look RESULTS up when they write)."""
+    import bench.common
+
+    monkeypatch.setattr(bench.common, "RESULTS", tmp_path)
+    return tmp_path
+
+
+def check_record(path: Path, name: str) -> dict:
+    """Load a result file and check the schema every benchmark shares; returns the record."""
+    record = json.loads(path.read_text())
+    for key in REQUIRED:
+        assert key in record, f"{path.name} lacks {key}"
+    assert record["name"] == name
+    for key in ("value", "baseline", "ratio"):
+        assert isinstance(record[key], float) and math.isfinite(record[key]) and record[key] > 0, key
+    assert record["ratio"] == pytest.approx(record["value"] / record["baseline"])
+    assert record["command"].startswith("python -m bench.")
+    return record
+
+
+def test_packing_smoke(results):
+    from bench.bench_packing import main
+
+    argv = ["--demo-samples", "6", "--wide-samples", "200", "--train-samples", "4", "--warmup", "0"]
+    main(argv)
+    record = check_record(results / "packing.json", "packing")
+    for dist in ("demo", "mixed", "wide_1k_32k"):
+        eff = record["efficiency"][dist]
+        assert 0 < eff["one_per_row"] <= eff["packed"] <= 1, dist
+        assert eff["rows"] <= eff["samples"]
+    # Both layouts trained on exactly the same real tokens.
+    train = record["train"]
+    assert train["packed"]["tokens"] == train["padded"]["tokens"] > 0
+    assert all(math.isfinite(x) for x in train["packed"]["losses"] + train["padded"]["losses"])
+
+
+def test_overhead_smoke(results, ray_local):
+    from bench.bench_overhead import main
+
+    main(["--samples", "4", "--steps", "1", "--warmup", "1"])
+    record = check_record(results / "overhead.json", "overhead")
+    # Same model, seed, rows and order on both sides: the Ray + DeepSpeed steps compute the plain loop's losses.
+    assert len(record["losses"]["ray"]) == len(record["losses"]["plain"]) == 2
+    assert record["loss_max_abs_diff"] < 1e-4
+    mem = record["memory"]
+    assert mem["peak_rss_gb_per_worker"] > 0 and mem["peak_rss_gb_plain"] > 0
+    assert ray_local.is_initialized()  # a benchmark never shuts down a Ray runtime it did not start
+
+
+def test_longctx_smoke(results):
+    from bench.bench_longctx import main
+
+    main(["--multiples", "1", "2", "--steps", "1", "--warmup", "0", "--threads", "1"])
+    record = check_record(results / "longctx.json", "longctx")
+    assert record["original_context"] == 512
+    for mode in ("chunked", "full_logits"):
+        curve = record["curve"][mode]
+        assert [c["length"] for c in curve] == [512, 1024]
+        assert all(math.isfinite(c["loss"]) and c["tokens_per_s"] > 0 for c in curve)
+    ratio = record["chunked_vs_full_at_longest"]["tokens_per_s_ratio"]
+    assert math.isfinite(ratio) and ratio > 0
+
+
+def test_gpu_benchmark_dry_run_through_run_sh(tmp_path):
+    """The GPU script's CPU smoke mode, through run.sh as `make bench-gpu` calls it (tiny Qwen2 shape, 4-bit
+    NF4 + LoRA + PackedCausalLM on packed rows)."""
+    env = os.environ | {"DRY_RUN": "1", "MODELS": "tiny", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", "bench/gpu/run.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "gpu_throughput_tiny_dryrun.json").read_text())
+    for key in REQUIRED:
+        assert key in record
+    assert math.isfinite(record["value"]) and record["value"] > 0
+    assert record["mfu"] is None and record["ratio"] is None  # no GPU peak to divide by on CPU
+    assert record["attn_implementation"] == "sdpa"
+    assert record["model_flops_per_step"] > 0
+    assert all(math.isfinite(x) for x in record["losses"])
+    assert (tmp_path / "log-tiny.txt").is_file()
+
+
+def test_run_all_reports_a_failure_with_exit_status(tmp_path, monkeypatch, capsys):
+    from bench import run_all
+
+    monkeypatch.setitem(run_all.BENCHMARKS, "broken", ("bench.no_such_benchmark", []))
+    assert run_all.main(["--only", "broken", "--results", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: broken" in out and "ModuleNotFoundError" in out
+
+
+@pytest.mark.slow
+def test_run_all_smoke_synthesis(tmp_path):
+    """`run_all --smoke` runs bench_synthesis's main in a child and collects its record (slow: its own Ray)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run_all", "--smoke", "--only", "synthesis", "--results", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "synthesis.json").read_text())
+    assert record["identical_rows"] is True
+    assert math.isfinite(record["ratio"])
