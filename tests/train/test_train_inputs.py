@@ -114,8 +114,9 @@ def test_packed_stream_is_complete_deterministic_and_splits_equally(
 
     first = _consume_splits(_packed_stream(cfg, train_model_dir, train_data_dir), 2)
     second = _consume_splits(_packed_stream(cfg, train_model_dir, train_data_dir), 2)
-    assert len(first[0]) == len(first[1]) >= len(rows) // 2 - 1  # equal shards: equal step counts
+    assert len(first[0]) == len(first[1])  # equal shards: equal step counts on every rank
     assert first == second  # each rank sees the same rows in the same order: resumable by position
-    other_seed = make_train_cfg(tmp_path, **{"run.seed": 1})
-    shuffled = _packed_stream(other_seed, train_model_dir, train_data_dir).take_all()
-    assert [list(r["sample_ids"]) for r in shuffled] != [list(r["sample_ids"]) for r in rows]
+    # The shards are disjoint parts of the same stream (equal=True only drops an odd last row).
+    sharded = set(first[0]) | set(first[1])
+    assert len(sharded) == 2 * len(first[0]) >= len(rows) - 1
+    assert sharded <= {tuple(r["sample_ids"]) for r in rows}
