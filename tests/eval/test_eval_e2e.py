@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from litm_fixture import litm_layout
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODEL = ["model.rope.type=linear", "model.rope.factor=2", "model.quantization.load_in_4bit=false"]
@@ -62,7 +63,7 @@ def _argv(tmp_path: Path, adapter: Path) -> list[str]:
         f"eval.longbench.path={FIXTURES / 'longbench'}",
         "eval.longbench.subsets=[hotpotqa, passage_retrieval_en, passage_retrieval_zh, dureader]",
         "eval.litm.enabled=true",
-        f"eval.litm.path={FIXTURES / 'litm'}",
+        f"eval.litm.path={litm_layout(tmp_path / 'litm')}",
         "eval.litm.num_docs=[10]",
         "eval.litm.limit=1",
     ]

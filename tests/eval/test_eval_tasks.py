@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from litm_fixture import litm_layout
 from transformers import AutoTokenizer
 
 from data_gen.records import Document
@@ -135,19 +136,20 @@ def test_litm_prompt_matches_the_paper():
     )
 
 
-def test_litm_files_gold_positions_and_prompts(tok):
-    files = litm.find_files(str(FIXTURES / "litm"), [10, 20, 30], None)
+def test_litm_files_gold_positions_and_prompts(tok, tmp_path):
+    litm_dir = str(litm_layout(tmp_path / "litm"))
+    files = litm.find_files(litm_dir, [10, 20, 30], None)
     assert [(n, k) for n, k, _ in files] == [(10, 0), (10, 4), (10, 9)]  # .jsonl.gz and .jsonl alike
-    prompts = litm.litm_prompts(tok, str(FIXTURES / "litm"), [10], [4, 9], limit=1)
+    prompts = litm.litm_prompts(tok, litm_dir, [10], [4, 9], limit=1)
     assert [p.cell for p in prompts] == [{"num_docs": 10, "gold_index": 4}, {"num_docs": 10, "gold_index": 9}]
     for p in prompts:
         gold_text = p.extra["docs"][p.extra["gold"][0]]
         assert "Teodor Maas" in gold_text and len(p.extra["docs"]) == 10
         assert f"Document [{p.cell['gold_index'] + 1}](Title: Orlen Choir)" in tok.decode(p.input_ids)
-    own = litm.litm_prompts(tok, str(FIXTURES / "litm"), [10], [0], limit=1, prompt_style="project")
+    own = litm.litm_prompts(tok, litm_dir, [10], [0], limit=1, prompt_style="project")
     assert "Document [1] (Title: Orlen Choir)" in tok.decode(own[0].input_ids)
     with pytest.raises(LongctxError, match="no nq-open"):
-        litm.find_files(str(FIXTURES / "litm"), [20], None)
+        litm.find_files(litm_dir, [20], None)
 
 
 def test_litm_rejects_a_misplaced_gold(tmp_path):
