@@ -17,6 +17,21 @@ RECORD_FIELDS = ("id", "question", "answers", "text", "title", "lang", "evidence
 STYLES = ("paraphrase", "plain", "unanswerable")
 
 
+def check_style_mix(
+    mix: dict[str, float], allowed: tuple[str, ...] = STYLES, where: str = ""
+) -> dict[str, float]:
+    """Validate an answer-style -> weight mix; returns it. `where` prefixes the key path of errors ("arm.")."""
+    for key, weight in mix.items():
+        if key not in allowed:
+            raise ValueError(f"{where}{key}: unknown style (expected one of {', '.join(allowed)})")
+        if weight < 0:
+            raise ValueError(f"{where}{key}: weight must be >= 0, got {weight}")
+    if sum(mix.values()) <= 0:
+        key = f"{where.rstrip('.')}: " if where else ""
+        raise ValueError(f"{key}at least one style needs a positive weight")
+    return mix
+
+
 class BuiltinWorldConfig(Section):
     num_records: int = Field(
         2000,
@@ -170,14 +185,7 @@ class DataConfig(Section):
     @field_validator("answer_styles")
     @classmethod
     def _styles(cls, v: dict[str, float]) -> dict[str, float]:
-        for key, weight in v.items():
-            if key not in STYLES:
-                raise ValueError(f"{key}: unknown style (expected one of {', '.join(STYLES)})")
-            if weight < 0:
-                raise ValueError(f"{key}: weight must be >= 0, got {weight}")
-        if sum(v.values()) <= 0:
-            raise ValueError("at least one style needs a positive weight")
-        return v
+        return check_style_mix(v)
 
     @model_validator(mode="after")
     def _checks(self) -> DataConfig:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from longctx_core.config.base import Section
-from longctx_core.config.data import STYLES
+from longctx_core.config.data import check_style_mix
 
 
 class ToyBaseConfig(Section):
@@ -76,14 +76,7 @@ class ToyBaseConfig(Section):
     @field_validator("answer_styles")
     @classmethod
     def _styles(cls, v: dict[str, float]) -> dict[str, float]:
-        for key, weight in v.items():
-            if key not in STYLES or key == "unanswerable":
-                raise ValueError(f"{key}: expected paraphrase or plain")
-            if weight < 0:
-                raise ValueError(f"{key}: weight must be >= 0, got {weight}")
-        if sum(v.values()) <= 0:
-            raise ValueError("at least one style needs a positive weight")
-        return v
+        return check_style_mix(v, allowed=("paraphrase", "plain"))
 
     @model_validator(mode="after")
     def _checks(self) -> ToyBaseConfig:
@@ -144,11 +137,5 @@ class ReproConfig(Section):
         for name, mix in v.items():
             if name == "base" or not name.isidentifier():
                 raise ValueError(f"{name}: arm names are identifiers other than 'base'")
-            for style, weight in mix.items():
-                if style not in STYLES:
-                    raise ValueError(f"{name}.{style}: unknown style (expected one of {', '.join(STYLES)})")
-                if weight < 0:
-                    raise ValueError(f"{name}.{style}: weight must be >= 0")
-            if sum(mix.values()) <= 0:
-                raise ValueError(f"{name}: at least one style needs a positive weight")
+            check_style_mix(mix, where=f"{name}.")
         return v
