@@ -23,10 +23,9 @@ import argparse
 import logging
 import os
 import resource
-import sys
 import time
 
-from bench.common import print_table, write_result
+from bench.common import command_line, print_table, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -155,13 +154,13 @@ def main(argv=None) -> dict:
     )
     first, last = curves["chunked"][0], curves["chunked"][-1]
     full_last = curves["full_logits"][-1]
-    command = "python -m bench.bench_longctx " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench.bench_longctx", argv)
     return write_result(
         "longctx",
         value=last["tokens_per_s"],
         unit=f"training tokens/s at {last['length']} tokens (chunked loss) vs at {first['length']}",
         baseline=first["tokens_per_s"],
-        command=command.strip(),
+        command=command,
         original_context=original,
         curve=curves,
         chunked_vs_full_at_longest={

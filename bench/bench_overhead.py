@@ -23,12 +23,11 @@ import argparse
 import logging
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import print_table, write_result
+from bench.common import command_line, print_table, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -256,13 +255,13 @@ def main(argv=None) -> dict:
         ("loop", "seconds", "tokens/s", "peak RSS GiB"),
     )
     print(f"ratio {on_ray['tokens_per_s'] / plain['tokens_per_s']:.3f}; max |loss diff| per step {diff:.2e}")
-    command = "python -m bench.bench_overhead " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench.bench_overhead", argv)
     return write_result(
         "overhead",
         value=on_ray["tokens_per_s"],
         unit="training tokens/s, Ray Train + DeepSpeed (1 worker) vs plain loop",
         baseline=plain["tokens_per_s"],
-        command=command.strip(),
+        command=command,
         memory={"peak_rss_gb_per_worker": on_ray["peak_rss_gb"], "peak_rss_gb_plain": plain["peak_rss_gb"]},
         steps=len(rows),
         warmup=args.warmup,

@@ -26,10 +26,9 @@ import logging
 import os
 import random
 import statistics
-import sys
 from pathlib import Path
 
-from bench.common import print_table, write_result
+from bench.common import command_line, print_table, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -232,13 +231,13 @@ def main(argv=None) -> dict:
         ],
         ("layout", "steps", "slot tokens", "seconds", "real tokens/s"),
     )
-    command = "python -m bench.bench_packing " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench.bench_packing", argv)
     return write_result(
         "packing",
         value=packed["tokens_per_s"],
         unit="training tokens/s, packed (tiny model, CPU)",
         baseline=padded["tokens_per_s"],
-        command=command.strip(),
+        command=command,
         efficiency={"demo": demo_eff, "mixed": mixed_eff, "wide_1k_32k": wide_eff},
         train={
             "packed": packed,

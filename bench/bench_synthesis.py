@@ -18,10 +18,9 @@ import json
 import logging
 import os
 import statistics
-import sys
 import time
 
-from bench.common import print_table, write_result
+from bench.common import command_line, print_table, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ def main(argv=None) -> dict:
         f"tokens per sample: min {min(n_tokens)}  median {statistics.median(n_tokens)}  max {max(n_tokens)}"
     )
     print(f"identical rows from both paths: {same}; failed samples: {n - len(ok)}")
-    command = "python -m bench.bench_synthesis " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench.bench_synthesis", argv)
     return write_result(
         "synthesis",
         value=steady / cores,
@@ -129,7 +128,7 @@ def main(argv=None) -> dict:
         if args.target == 32768
         else f"samples/s/core ({args.target} tokens)",
         baseline=loop_rate,
-        command=command.strip(),
+        command=command,
         end_to_end_per_core=n / ray_s / cores,
         speedup_end_to_end=loop_s / ray_s,
         speedup_steady=steady / loop_rate,

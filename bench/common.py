@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -64,3 +65,9 @@ def print_table(title: str, rows: list[tuple], header: tuple) -> None:
     print(f"\n== {title} ==")
     for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces a run: `python -m <module> <args>` (argv None = this process's args)."""
+    args = argv if argv is not None else sys.argv[1:]
+    return " ".join(["python -m", module, *args])

@@ -113,4 +113,4 @@ def test_entrypoint_fails_before_ray_with_one_line(tmp_path):
         "longctx pipeline: error: invalid config: unknown config key 'data.num_sample' "
         "(did you mean 'data.num_samples'?)"
     )
-    assert "ray" not in proc.stdout.lower() or "Started a local Ray instance" not in proc.stdout
+    assert "Ray instance" not in proc.stdout + proc.stderr  # ray.init() logs this when it starts one

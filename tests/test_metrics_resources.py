@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from longctx_core.metrics import Metrics, read_jsonl
@@ -32,4 +30,3 @@ def test_metrics_jsonl_and_gauges(tmp_path, ray_local):
     off = Metrics("unit", jsonl_path=tmp_path / "off.jsonl", enabled=False)
     off.log({"loss": 1.0}, step=1)
     assert not (tmp_path / "off.jsonl").exists()
-    json.dumps(rows)
