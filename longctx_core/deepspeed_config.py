@@ -69,3 +69,35 @@ def deepspeed_config(train_cfg, model_cfg) -> dict:
         # A torch AdamW stepping offloaded CPU state: DeepSpeed would otherwise insist on its CPU Adam.
         config["zero_force_ds_cpu_optimizer"] = False
     return config
+
+
+# A JIT build of a torch C++ extension (DeepSpeed builds its CPU shared-memory comm op on first use) takes
+# ~30 s and holds `<build dir>/lock` meanwhile; every other process waits for that file to disappear, with no
+# timeout. A build that was killed leaves the file behind and every later training hangs in
+# `deepspeed.initialize`. Locks far older than any build are removed before initializing.
+STALE_BUILD_LOCK_S = 900.0
+
+
+def clear_stale_build_locks(root: str | None = None, max_age_s: float = STALE_BUILD_LOCK_S) -> list[str]:
+    """Remove `<root>/<python-tag>/<extension>/lock` files older than `max_age_s`; returns what it removed.
+    `root` defaults to $TORCH_EXTENSIONS_DIR or torch's default build root."""
+    import os
+    import time
+    from pathlib import Path
+
+    if root is None:
+        from torch.utils.cpp_extension import get_default_build_root
+
+        root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    removed = []
+    now = time.time()
+    for lock in Path(root).glob("*/*/lock"):
+        try:
+            age = now - lock.stat().st_mtime
+            if age > max_age_s:
+                lock.unlink()
+                removed.append(str(lock))
+                logger.warning("removed a stale extension build lock (%.0f min old): %s", age / 60, lock)
+        except FileNotFoundError:  # another rank removed it first
+            continue
+    return removed

@@ -211,9 +211,14 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
                 samples.append(compose_base_sample(world, tokenizer, target, style, n, seed))
                 break
             except (ComposeError, ValueError) as exc:
-                n -= 1  # short targets early in the curriculum hold fewer questions
-                if n == 0 and attempt > 4 * b.batch_size:
-                    raise RuntimeError(f"toy base: the composer keeps rejecting samples ({exc})") from exc
+                if n > 1:
+                    n -= 1  # short targets early in the curriculum hold fewer questions
+                elif target < b.context:
+                    target = min(b.context, target + 32)  # one long question: give it more room
+                else:
+                    if attempt > 4 * b.batch_size:
+                        raise RuntimeError(f"toy base: the composer keeps rejecting samples ({exc})") from exc
+                    break
     return samples
 
 

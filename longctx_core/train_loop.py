@@ -185,7 +185,11 @@ class Trainer:
         import deepspeed  # imported in the worker: the driver never initialises DeepSpeed
         import torch
 
-        from longctx_core.deepspeed_config import deepspeed_config, uses_deepspeed_optimizer
+        from longctx_core.deepspeed_config import (
+            clear_stale_build_locks,
+            deepspeed_config,
+            uses_deepspeed_optimizer,
+        )
         from longctx_core.losses import PackedCausalLM
         from longctx_core.modeling import add_lora, load_model, load_tokenizer
 
@@ -209,6 +213,7 @@ class Trainer:
             sched = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)  # noqa: E731
         else:
             sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        clear_stale_build_locks()  # a killed JIT build of DeepSpeed's comm op would hang initialize forever
         self.engine, _, _, _ = deepspeed.initialize(
             model=wrapper, model_parameters=params, optimizer=optimizer, lr_scheduler=sched, config=ds_config
         )

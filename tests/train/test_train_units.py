@@ -134,3 +134,21 @@ def test_lr_schedule_warmup_then_cosine_to_the_floor():
     assert f(4) == pytest.approx(1.0) and f(9) == pytest.approx(0.55) and f(14) == pytest.approx(0.1)
     const = lr_lambda(TrainConfig(lr_schedule="constant"), None)
     assert const(0) == const(1000) == 1.0
+
+
+def test_stale_extension_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    """A killed JIT build leaves `lock` behind and every later deepspeed.initialize waits on it forever."""
+    import os
+    import time
+
+    from longctx_core.deepspeed_config import clear_stale_build_locks
+
+    stale = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock"
+    fresh = tmp_path / "py311_cpu" / "other_op" / "lock"
+    for lock in (stale, fresh):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    assert clear_stale_build_locks(str(tmp_path), max_age_s=900) == [str(stale)]
+    assert not stale.exists() and fresh.exists()  # a build in progress keeps its lock
