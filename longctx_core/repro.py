@@ -212,7 +212,10 @@ def run_repro(cfg: Config, stages: dict[str, Stage]) -> dict:
     started = time.monotonic()
     base_dir = ensure_toy_base(cfg)
     info = read_base_info(base_dir)
-    summary: dict = {"base_dir": str(base_dir), "base": info["summary"]}
+    from longctx_core.toybase import base_diagnosis
+
+    info["diagnosis"] = base_diagnosis(cfg, base_dir)
+    summary: dict = {"base_dir": str(base_dir), "base": info["summary"], "diagnosis": info["diagnosis"]}
     if cfg.repro.only_base:
         return summary
     check_base_quality(cfg, info["summary"])
@@ -374,7 +377,9 @@ def plot_positions(analysis: dict, out: Path) -> Path:
     return out
 
 
-def render_report(cfg: Config, analysis: dict, base: dict, command: str) -> str:
+def render_report(
+    cfg: Config, analysis: dict, base: dict, command: str, diagnosis: dict | None = None
+) -> str:
     """report.md: the base build, accuracy by position per length, the differences that carry the claim,
     quote faithfulness and passkey; every accuracy with its 95% bootstrap interval over questions."""
     groups = _groups(analysis["positions"])
@@ -395,6 +400,8 @@ def render_report(cfg: Config, analysis: dict, base: dict, command: str) -> str:
         "Cells: exact match % [95% bootstrap interval over (seed, question) units]; positions are fractions of "
         f"the document list; middle = positions in [{MIDDLE[0]}, {MIDDLE[1]}].",
     ]
+    if diagnosis:
+        lines += ["", *diagnosis_lines(diagnosis)]
     for length in analysis["lengths"]:
         table = analysis["accuracy"][str(length)]
         lines += ["", f"## Accuracy by gold position, {length}-token prompts", ""]
@@ -416,6 +423,21 @@ def render_report(cfg: Config, analysis: dict, base: dict, command: str) -> str:
         ]
     lines += ["", "![accuracy by position](plots/accuracy_by_position.png)", ""]
     return "\n".join(lines)
+
+
+def diagnosis_lines(d: dict) -> list[str]:
+    """The toy base's validation broken down (`toybase.diagnose`): per question type, and document lookup."""
+    lines = [
+        f"## The toy base at L0, by question type ({d['questions']} fresh validation questions, no extension)",
+        "",
+        f"Exact match {100 * d['exact_match']:.1f}%. Replies naming a document: "
+        f"{100 * d['replies_naming_a_document']:.1f}%; naming the gold document: "
+        f"{100 * d['replies_naming_the_gold_document']:.1f}% (a base that answers by matching the attribute "
+        "type, not by looking the entity up, answers closed-set types and names the wrong document).",
+        "",
+    ]
+    rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]
+    return lines + _table(["question type", "exact match", "n"], rows)
 
 
 def verdict(diffs: dict) -> str:
@@ -448,7 +470,7 @@ def write_report(
     )
     plot_positions(analysis, root / "plots" / "accuracy_by_position.png")
     report = root / "report.md"
-    report.write_text(render_report(cfg, analysis, base_info["summary"], command))
+    report.write_text(render_report(cfg, analysis, base_info["summary"], command, base_info.get("diagnosis")))
     dump = {
         "analysis": analysis,
         "base": base_info,

@@ -273,7 +273,14 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
             )
         except ComposeError:
             continue
-        prompts.append({"ids": chat_ids(tokenizer, sample.messages[:-1]), "answers": list(rec.answers)})
+        prompts.append(
+            {
+                "ids": chat_ids(tokenizer, sample.messages[:-1]),
+                "answers": list(rec.answers),
+                "question": rec.question,
+                "gold_doc": sample.gold_positions[0] + 1,  # the document number a faithful quote names
+            }
+        )
     return prompts
 
 
@@ -296,6 +303,70 @@ def validate(model, tokenizer, prompts: list[dict], batch: int = 16) -> float:
                 logger.info("toy base validation reply: %r (gold %r)", reply, p["answers"][0])
     model.train()
     return hits / max(1, len(prompts))
+
+
+def question_type(question: str) -> str:
+    """A question's template, with the entity name cut out: "At what house number does Kos live?" ->
+    "At what house number does ... live?" (the builtin world's names are the capitalised words after the
+    first)."""
+    words = question.rstrip("?").split()
+    return " ".join(w if i == 0 or not w[:1].isupper() else "..." for i, w in enumerate(words)) + "?"
+
+
+def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
+    """What the base's validation hits are made of: exact match per question type, and how often the reply
+    quotes the right document number (`Document [k]` of the gold). A base that answers closed-set types
+    (colours, pets) but not copied values (house numbers, towns) and names Document [1] whatever the gold
+    has learnt to match the attribute, not to look the entity up."""
+    import re
+    from collections import defaultdict
+
+    from longctx_core.eval.generate import greedy_generate
+    from longctx_core.eval.scoring import answer_em
+
+    model.eval()
+    by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    quoted, right_doc, hits = 0, 0, 0.0
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i : i + batch]
+        new = greedy_generate(
+            model, [p["ids"] for p in chunk], [REPLY_TOKENS] * len(chunk), tokenizer.pad_token_id
+        )
+        for p, toks in zip(chunk, new, strict=True):
+            reply = tokenizer.decode(toks, skip_special_tokens=True)
+            hit = answer_em(reply, p["answers"])[1]
+            cell = by_type[question_type(p["question"])]
+            cell[0], cell[1] = cell[0] + hit, cell[1] + 1
+            hits += hit
+            doc = re.search(r"Document \[(\d+)\]", reply)
+            quoted += bool(doc)
+            right_doc += bool(doc) and int(doc.group(1)) == p["gold_doc"]
+    n = max(1, len(prompts))
+    return {
+        "exact_match": hits / n,
+        "questions": len(prompts),
+        "by_question_type": {k: {"exact_match": h / c, "n": c} for k, (h, c) in sorted(by_type.items())},
+        "replies_naming_a_document": quoted / n,
+        "replies_naming_the_gold_document": right_doc / n,
+    }
+
+
+def diagnose_folder(cfg: Config, folder: str | Path, questions: int = 160) -> dict:
+    """`diagnose` a built toy base (no RoPE extension: the base as built) on `questions` fresh prompts of
+    its validation world."""
+    import torch
+
+    from longctx_core.modeling import load_model, load_tokenizer
+
+    torch.set_num_threads(cfg.repro.base.threads)
+    model_cfg = cfg.model.model_copy(
+        update={"name_or_path": str(folder), "rope": cfg.model.rope.model_copy(update={"type": "none"})}
+    )
+    tokenizer = load_tokenizer(model_cfg)
+    b = cfg.repro.base.model_copy(update={"eval_questions": questions})
+    _, val_world = base_worlds(cfg, tokenizer, heldout_questions(cfg))
+    model = load_model(model_cfg, quantize=False)
+    return diagnose(model, tokenizer, validation_prompts(val_world, tokenizer, b))
 
 
 # ---- training -------------------------------------------------------------------------------------------------
@@ -416,6 +487,19 @@ def toy_base_dir(cfg: Config, cache_dir: str | Path | None = None) -> Path:
 def read_base_info(folder: Path) -> dict:
     """The build summary saved with a toy base (`toy_base.json`)."""
     return json.loads((Path(folder) / INFO_FILE).read_text())
+
+
+DIAGNOSIS_FILE = "diagnosis.json"
+
+
+def base_diagnosis(cfg: Config, folder: Path, questions: int = 160) -> dict:
+    """`diagnose_folder` of the built base, computed once and kept beside it (`diagnosis.json`)."""
+    path = Path(folder) / DIAGNOSIS_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = diagnose_folder(cfg, folder, questions)
+    path.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def ensure_toy_base(cfg: Config, cache_dir: str | Path | None = None) -> Path:

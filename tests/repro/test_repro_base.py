@@ -150,3 +150,26 @@ def test_base_builds_trains_and_is_cached(mini_base, tmp_path_factory):
     from longctx_core.toybase import toy_base_dir
 
     assert toy_base_dir(mini_config("repro.base.lr=0.02"), cache) != folder
+
+
+def test_question_type_cuts_the_entity_name_out():
+    from longctx_core.toybase import question_type
+
+    assert question_type("At what house number does Kos live?") == "At what house number does ... live?"
+    assert question_type("Where was Far born?") == question_type("Where was Zim born?")
+
+
+def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
+    """The breakdown that shows whether a base looks entities up: per question type, gold document named."""
+    from longctx_core.repro import diagnosis_lines
+    from longctx_core.toybase import base_diagnosis
+
+    cfg, folder = mini_base
+    d = base_diagnosis(cfg, folder, questions=6)
+    assert d["questions"] == sum(c["n"] for c in d["by_question_type"].values()) > 0
+    assert 0 <= d["replies_naming_the_gold_document"] <= d["replies_naming_a_document"] <= 1
+    mean = sum(c["exact_match"] * c["n"] for c in d["by_question_type"].values()) / d["questions"]
+    assert abs(mean - d["exact_match"]) < 1e-9
+    assert base_diagnosis(cfg, folder, questions=99) == d  # computed once, kept beside the base
+    text = "\n".join(diagnosis_lines(d))
+    assert "| question type | exact match | n |" in text and f"({d['questions']} fresh" in text
