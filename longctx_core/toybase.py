@@ -284,23 +284,29 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
     return prompts
 
 
-def validate(model, tokenizer, prompts: list[dict], batch: int = 16) -> float:
-    """Exact match (the evaluate stage's `answer_em`) of greedy replies to `prompts`."""
+def replies(model, tokenizer, prompts: list[dict], batch: int = 16):
+    """Yield (prompt, greedy reply text) for `prompts`, `batch` at a time, the model in eval mode."""
     from longctx_core.eval.generate import greedy_generate
-    from longctx_core.eval.scoring import answer_em
 
     model.eval()
-    hits = 0.0
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
         new = greedy_generate(
             model, [p["ids"] for p in chunk], [REPLY_TOKENS] * len(chunk), tokenizer.pad_token_id
         )
         for p, toks in zip(chunk, new, strict=True):
-            reply = tokenizer.decode(toks, skip_special_tokens=True)
-            hits += answer_em(reply, p["answers"])[1]
-            if i == 0 and p is chunk[0]:  # one reply per check shows how far the format/lookup got
-                logger.info("toy base validation reply: %r (gold %r)", reply, p["answers"][0])
+            yield p, tokenizer.decode(toks, skip_special_tokens=True)
+
+
+def validate(model, tokenizer, prompts: list[dict], batch: int = 16) -> float:
+    """Exact match (the evaluate stage's `answer_em`) of greedy replies to `prompts`."""
+    from longctx_core.eval.scoring import answer_em
+
+    hits = 0.0
+    for k, (p, reply) in enumerate(replies(model, tokenizer, prompts, batch)):
+        hits += answer_em(reply, p["answers"])[1]
+        if k == 0:  # one reply per check shows how far the format/lookup got
+            logger.info("toy base validation reply: %r (gold %r)", reply, p["answers"][0])
     model.train()
     return hits / max(1, len(prompts))
 
@@ -321,26 +327,18 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
     import re
     from collections import defaultdict
 
-    from longctx_core.eval.generate import greedy_generate
     from longctx_core.eval.scoring import answer_em
 
-    model.eval()
     by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     quoted, right_doc, hits = 0, 0, 0.0
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i : i + batch]
-        new = greedy_generate(
-            model, [p["ids"] for p in chunk], [REPLY_TOKENS] * len(chunk), tokenizer.pad_token_id
-        )
-        for p, toks in zip(chunk, new, strict=True):
-            reply = tokenizer.decode(toks, skip_special_tokens=True)
-            hit = answer_em(reply, p["answers"])[1]
-            cell = by_type[question_type(p["question"])]
-            cell[0], cell[1] = cell[0] + hit, cell[1] + 1
-            hits += hit
-            doc = re.search(r"Document \[(\d+)\]", reply)
-            quoted += bool(doc)
-            right_doc += bool(doc) and int(doc.group(1)) == p["gold_doc"]
+    for p, reply in replies(model, tokenizer, prompts, batch):
+        hit = answer_em(reply, p["answers"])[1]
+        cell = by_type[question_type(p["question"])]
+        cell[0], cell[1] = cell[0] + hit, cell[1] + 1
+        hits += hit
+        doc = re.search(r"Document \[(\d+)\]", reply)
+        quoted += bool(doc)
+        right_doc += bool(doc) and int(doc.group(1)) == p["gold_doc"]
     n = max(1, len(prompts))
     return {
         "exact_match": hits / n,
