@@ -8,6 +8,8 @@ STAMP := $(VENV)/.longctx-installed
 CONFIG ?= ray_jobs/configs/demo_cpu.yaml
 STAGE ?= pipeline
 PYTEST_ARGS ?=
+# Dotted overrides for make repro / repro-base, e.g. REPRO_ARGS=repro.allow_weak_base=true
+REPRO_ARGS ?=
 # Reproducible, offline-safe defaults (no hub at run time here; one tokenizer per Ray actor).
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -47,10 +49,10 @@ bench-gpu:
 	bash bench/gpu/run.sh
 
 repro-base: setup
-	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml repro.only_base=true
+	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml repro.only_base=true $(REPRO_ARGS)
 
 repro: setup
-	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml
+	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml $(REPRO_ARGS)
 
 cluster-up: setup
 	bash cluster/local/up.sh
