@@ -205,15 +205,13 @@ def check_base_quality(cfg: Config, base: dict) -> None:
 def run_repro(cfg: Config, stages: dict[str, Stage]) -> dict:
     """The whole reproduction (or only the toy base with `repro.only_base`); returns the summary."""
     from longctx_core.runs import prepare_run_dir
-    from longctx_core.toybase import ensure_toy_base, read_base_info
+    from longctx_core.toybase import base_diagnosis, ensure_toy_base, read_base_info
 
     check_repro_config(cfg)
     prepare_run_dir(cfg, "repro")
     started = time.monotonic()
     base_dir = ensure_toy_base(cfg)
     info = read_base_info(base_dir)
-    from longctx_core.toybase import base_diagnosis
-
     info["diagnosis"] = base_diagnosis(cfg, base_dir)
     summary: dict = {"base_dir": str(base_dir), "base": info["summary"], "diagnosis": info["diagnosis"]}
     if cfg.repro.only_base:

@@ -215,10 +215,10 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
                     n -= 1  # short targets early in the curriculum hold fewer questions
                 elif target < b.context:
                     target = min(b.context, target + 32)  # one long question: give it more room
+                elif attempt > 4 * b.batch_size:
+                    raise RuntimeError(f"toy base: the composer keeps rejecting samples ({exc})") from exc
                 else:
-                    if attempt > 4 * b.batch_size:
-                        raise RuntimeError(f"toy base: the composer keeps rejecting samples ({exc})") from exc
-                    break
+                    break  # draw another sample
     return samples
 
 
@@ -319,26 +319,29 @@ def question_type(question: str) -> str:
     return " ".join(w if i == 0 or not w[:1].isupper() else "..." for i, w in enumerate(words)) + "?"
 
 
+def score_reply(prompt: dict, reply: str) -> tuple[float, bool, bool]:
+    """(exact match, the reply cites a document, the first document it cites is the gold one)."""
+    from data_gen.styles import cited_documents
+    from longctx_core.eval.scoring import answer_em
+
+    cited = cited_documents(reply)
+    return answer_em(reply, prompt["answers"])[1], bool(cited), bool(cited) and cited[0] == prompt["gold_doc"]
+
+
 def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
     """What the base's validation hits are made of: exact match per question type, and how often the reply
     quotes the right document number (`Document [k]` of the gold). A base that answers closed-set types
     (colours, pets) but not copied values (house numbers, towns) and names Document [1] whatever the gold
     has learnt to match the attribute, not to look the entity up."""
-    import re
     from collections import defaultdict
-
-    from longctx_core.eval.scoring import answer_em
 
     by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     quoted, right_doc, hits = 0, 0, 0.0
     for p, reply in replies(model, tokenizer, prompts, batch):
-        hit = answer_em(reply, p["answers"])[1]
+        hit, named, gold_named = score_reply(p, reply)
         cell = by_type[question_type(p["question"])]
         cell[0], cell[1] = cell[0] + hit, cell[1] + 1
-        hits += hit
-        doc = re.search(r"Document \[(\d+)\]", reply)
-        quoted += bool(doc)
-        right_doc += bool(doc) and int(doc.group(1)) == p["gold_doc"]
+        hits, quoted, right_doc = hits + hit, quoted + named, right_doc + gold_named
     n = max(1, len(prompts))
     return {
         "exact_match": hits / n,

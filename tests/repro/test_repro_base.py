@@ -173,3 +173,14 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     assert base_diagnosis(cfg, folder, questions=99) == d  # computed once, kept beside the base
     text = "\n".join(diagnosis_lines(d))
     assert "| question type | exact match | n |" in text and f"({d['questions']} fresh" in text
+
+
+def test_score_reply_tells_the_gold_document_from_another():
+    from longctx_core.toybase import score_reply
+
+    prompt = {"answers": ["485"], "gold_doc": 3}
+    right = 'The original text in Document [3] says: "Kos lives at number 485."\nSo the answer is: 485'
+    wrong = 'The original text in Document [1] says: "Kos lives at number 9."\nSo the answer is: 9'
+    assert score_reply(prompt, right) == (1.0, True, True)
+    assert score_reply(prompt, wrong) == (0.0, True, False)
+    assert score_reply(prompt, "The answer is: 485") == (1.0, False, False)
