@@ -40,6 +40,7 @@ class WorldSpec:
     name_syllables: tuple[int, int] = (2, 3)  # per English name word; 1 gives short, often single-token names
     full_names: bool = True  # people get given + family name; False = one word
     kinds: tuple[str, ...] = KINDS
+    facts: tuple[str, ...] = ()  # fact keys documents may hold (e.g. ("colour", "pet")); () = all of a kind's
 
     def __post_init__(self) -> None:
         for key in ("facts_per_doc", "filler_per_doc", "name_syllables"):
@@ -53,6 +54,17 @@ class WorldSpec:
         unknown = set(self.kinds) - set(KINDS)
         if not self.kinds or unknown:
             raise ValueError(f"kinds: must be a non-empty subset of {KINDS}, got {self.kinds}")
+        if self.facts:
+            known = {f.key for kind in self.kinds for f in FACTS[kind]}
+            if set(self.facts) - known:
+                raise ValueError(f"facts: unknown for kinds {self.kinds}: {sorted(set(self.facts) - known)}")
+            empty = [k for k in self.kinds if not any(f.key in self.facts for f in FACTS[k])]
+            if empty:
+                raise ValueError(f"facts: no fact left for kinds {empty}; known keys: {sorted(known)}")
+
+    def facts_of(self, kind: str) -> list[Fact]:
+        """The facts a document of `kind` may hold."""
+        return [f for f in FACTS[kind] if not self.facts or f.key in self.facts]
 
 
 # ---- vocabularies: (english, chinese) pairs -------------------------------------------------------------
@@ -472,7 +484,8 @@ class World:
         r, spec = self.rng, self.spec
         kind = kind or r.choice(spec.kinds)
         name = self.name(kind, lang)
-        facts = r.sample(FACTS[kind], min(len(FACTS[kind]), r.randint(*spec.facts_per_doc)))
+        allowed = spec.facts_of(kind)
+        facts = r.sample(allowed, min(len(allowed), r.randint(*spec.facts_per_doc)))
         fillers = r.sample(_FILLERS[lang], min(len(_FILLERS[lang]), r.randint(*spec.filler_per_doc)))
         filler_sents = [self._fill(t, name, lang) for t in fillers]
         fact_rows = self._fact_sentences(facts, name, lang, filler_sents)

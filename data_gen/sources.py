@@ -387,6 +387,7 @@ def _builtin(source_cfg, seed: int) -> Iterable[QARecord]:
         name_syllables=tuple(b.name_syllables),
         full_names=b.full_names,
         kinds=tuple(b.kinds),
+        facts=tuple(b.facts),
     )
     n = min(b.num_records, source_cfg.limit or b.num_records)
     return iter_builtin_records(n, seed, spec)

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 _RECIPE_VERSION = 2  # bump when the build changes in a way the config does not show
 INFO_FILE = "toy_base.json"
+OPTIMIZER_FILE = "optimizer.pt"  # in a build checkpoint (<cache>/toybase-<hash>.partial/)
+STATE_FILE = "build_state.json"
 VALIDATION_WORLD = "toy-base-validation"
 REPLY_TOKENS = 48  # generation budget of a validation reply (a quote line plus the final answer)
 
@@ -381,10 +383,54 @@ def lr_at(b: ToyBaseConfig, step: int) -> float:
     return b.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def train_toy_base(cfg: Config, out_dir: Path) -> dict:
+def _load_checkpoint(folder: Path):
+    """(model, tokenizer, optimizer state or None, build state) of a saved build: a `.partial` checkpoint
+    (weights + optimizer + state) or a finished below-target base (weights + its summary; no optimizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    opt_path = folder / OPTIMIZER_FILE
+    opt_state = torch.load(opt_path, weights_only=True) if opt_path.is_file() else None
+    if (folder / STATE_FILE).is_file():
+        state = json.loads((folder / STATE_FILE).read_text())
+    else:
+        summary = read_base_info(folder)["summary"]
+        state = {k: summary[k] for k in ("steps", "tokens", "minutes", "curve")} | {
+            "runs": summary.get("runs", [])
+        }
+    return model, tokenizer, opt_state, state
+
+
+def save_checkpoint(folder: Path, model, tokenizer, opt, state: dict) -> None:
+    """Write the build's resumable state to `folder` atomically (a new folder renamed over the old one)."""
+    import torch
+
+    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=folder.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save(opt.state_dict(), tmp / OPTIMIZER_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train_toy_base(
+    cfg: Config, out_dir: Path, checkpoint: Path | None = None, resume_from: Path | None = None
+):
     """Build the tokenizer and model, train until validation exact match reaches `target_accuracy` (or
-    `max_steps` / `time_budget_min` run out), save the HF folder into `out_dir`; returns the build summary
-    (steps, minutes, validation curve, final accuracy)."""
+    `max_steps` run out, or this run's `time_budget_min`), save the HF folder into `out_dir`; returns the
+    build summary (steps, minutes over all runs, validation curve, final accuracy).
+
+    With `checkpoint`, the resumable state (weights, optimizer, step, curve) is written there at every
+    validation. With `resume_from` (such a checkpoint, or a finished below-target base), training goes on
+    from its step: samples are a function of (seed, step), so the continuation sees what an uninterrupted
+    build would have seen. A base saved without optimizer state restarts AdamW with a `warmup_steps` ramp."""
     import torch
 
     from longctx_core.tiny import build_tiny_model, train_tokenizer
@@ -394,10 +440,18 @@ def train_toy_base(cfg: Config, out_dir: Path) -> dict:
     torch.manual_seed(b.seed)
     started = time.monotonic()
     excluded = heldout_questions(cfg)  # never seen by any part of the build, tokenizer included
-    tokenizer = train_tokenizer(tokenizer_texts(cfg, excluded), b.vocab_size)
+    opt_state, prior = None, {"steps": 0, "tokens": 0, "minutes": 0.0, "curve": [], "runs": []}
+    if resume_from is not None:
+        model, tokenizer, opt_state, prior = _load_checkpoint(resume_from)
+        logger.info(
+            "toy base: resuming from %s at step %d (%.1f min so far%s)", resume_from, prior["steps"],
+            prior["minutes"], "" if opt_state else "; fresh optimizer with a warm-up ramp",
+        )  # fmt: skip
+    else:
+        tokenizer = train_tokenizer(tokenizer_texts(cfg, excluded), b.vocab_size)
+        model = build_tiny_model(model_shape(b), tokenizer)
     worlds, val_world = base_worlds(cfg, tokenizer, excluded)
     val_prompts = validation_prompts(val_world, tokenizer, b)
-    model = build_tiny_model(model_shape(b), tokenizer)
     model.config.use_cache = False
     logger.info(
         "toy base: %.2fM parameters, vocab %d, L0 %d, %d training worlds (%d questions), %d validation prompts",
@@ -405,17 +459,29 @@ def train_toy_base(cfg: Config, out_dir: Path) -> dict:
         sum(len(w.records) for w in worlds), len(val_prompts),
     )  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=b.weight_decay, betas=(0.9, 0.95))
-    curve: list[dict] = []
-    accuracy, step, tokens = 0.0, 0, 0
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    curve: list[dict] = list(prior["curve"])
+    first_step = step = prior["steps"]
+    tokens = prior["tokens"]
+    rewarm = resume_from is not None and opt_state is None
+    accuracy = curve[-1]["accuracy"] if curve else 0.0
     model.train()
+
+    def state(minutes: float) -> dict:
+        run = {"from_step": first_step, "to_step": step, "minutes": round(minutes, 2), "threads": b.threads}
+        return {"steps": step, "tokens": tokens, "minutes": round(prior["minutes"] + minutes, 2),
+                "curve": curve, "runs": [*prior["runs"], run]}  # fmt: skip
+
     while step < b.max_steps:
         rows = [
             encode_chat(tokenizer, s.messages, b.prompt_loss_weight)
             for s in batch_for_step(worlds, tokenizer, b, step)
         ]
         ids, mask, weights = collate(rows, tokenizer.pad_token_id)
+        ramp = min(1.0, (step - first_step + 1) / b.warmup_steps) if rewarm else 1.0
         for group in opt.param_groups:
-            group["lr"] = lr_at(b, step)
+            group["lr"] = lr_at(b, step) * ramp
         loss, answer_loss = weighted_loss(model, ids, mask, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -429,14 +495,14 @@ def train_toy_base(cfg: Config, out_dir: Path) -> dict:
                 step,
                 loss.item(),
                 answer_loss.item(),
-                minutes,
+                prior["minutes"] + minutes,
             )
         if step % b.eval_every == 0 or step == b.max_steps or minutes > b.time_budget_min:
             accuracy = validate(model, tokenizer, val_prompts)
             curve.append(
                 {
                     "step": step,
-                    "minutes": round(minutes, 2),
+                    "minutes": round(prior["minutes"] + minutes, 2),
                     "accuracy": accuracy,
                     "answer_loss": answer_loss.item(),
                 }
@@ -447,15 +513,18 @@ def train_toy_base(cfg: Config, out_dir: Path) -> dict:
                 accuracy,
                 b.target_accuracy,
             )
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, model, tokenizer, opt, state(minutes))
             if accuracy >= b.target_accuracy or minutes > b.time_budget_min:
                 break
     model.config.use_cache = True
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    total = state((time.monotonic() - started) / 60)
     summary = {
-        "steps": step, "tokens": tokens, "minutes": round((time.monotonic() - started) / 60, 2),
+        "steps": step, "tokens": tokens, "minutes": total["minutes"],
         "validation_accuracy": accuracy, "reached_target": accuracy >= b.target_accuracy,
-        "validation_questions": len(val_prompts), "curve": curve,
+        "validation_questions": len(val_prompts), "curve": curve, "runs": total["runs"],
         "parameters": sum(p.numel() for p in model.parameters()), "threads": b.threads,
     }  # fmt: skip
     return summary
@@ -469,7 +538,8 @@ def base_fingerprint(cfg: Config) -> str:
     (eval fraction, arm seeds)."""
     recipe = {
         "version": _RECIPE_VERSION,
-        "base": cfg.repro.base.model_dump(mode="json", exclude={"threads"}),  # threads change speed only
+        # threads change speed only; time_budget_min bounds one run of a resumable build
+        "base": cfg.repro.base.model_dump(mode="json", exclude={"threads", "time_budget_min"}),
         "world": cfg.data.source.builtin.model_dump(mode="json"),
         "eval_fraction": cfg.data.eval_fraction,
         "seeds": sorted(set(cfg.repro.seeds) | {cfg.run.seed}),
@@ -503,24 +573,48 @@ def base_diagnosis(cfg: Config, folder: Path, questions: int = 160) -> dict:
     return result
 
 
-def ensure_toy_base(cfg: Config, cache_dir: str | Path | None = None) -> Path:
-    """The toy base's folder, built once (atomic rename: a half-built folder is never visible) and reused
-    while its recipe is unchanged."""
+def finished(cfg: Config, summary: dict) -> bool:
+    """Whether a built base is final: it reached its target or used all of `max_steps`."""
+    return bool(summary["reached_target"]) or summary["steps"] >= cfg.repro.base.max_steps
+
+
+def ensure_toy_base(cfg: Config, cache_dir: str | Path | None = None, resume: bool = True) -> Path:
+    """The toy base's folder, built once and reused while its recipe is unchanged.
+
+    The build checkpoints into `<folder>.partial/` at every validation. A build that was killed, or that
+    stopped at `time_budget_min` below its target, goes on from there on the next call (`resume=False`
+    takes a below-target base as it is). The folder is replaced atomically: a half-built base is never
+    visible."""
     out = toy_base_dir(cfg, cache_dir)
+    partial = out.with_name(out.name + ".partial")
+    resume_from: Path | None = None
     if (out / INFO_FILE).is_file():
-        logger.info("toy base: reusing %s (%s)", out, read_base_info(out)["summary"]["validation_accuracy"])
-        return out
+        summary = read_base_info(out)["summary"]
+        if not resume or finished(cfg, summary):
+            logger.info("toy base: reusing %s (%s)", out, summary["validation_accuracy"])
+            return out
+        resume_from = partial if (partial / STATE_FILE).is_file() else out
+        logger.info("toy base: %s is below its target at step %d; training on", out, summary["steps"])
+    elif (partial / STATE_FILE).is_file():
+        resume_from = partial
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".toybase-", dir=out.parent))
     try:
-        summary = train_toy_base(cfg, tmp)
+        summary = train_toy_base(cfg, tmp, checkpoint=partial, resume_from=resume_from)
         info = {"fingerprint": base_fingerprint(cfg), "recipe": cfg.repro.base.model_dump(mode="json"),
                 "world": cfg.data.source.builtin.model_dump(mode="json"), "summary": summary}  # fmt: skip
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+        old = out.with_name(out.name + ".old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
         try:
             tmp.rename(out)
         except OSError:  # another process finished the same build first; its folder is equivalent
             shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        if finished(cfg, summary):
+            shutil.rmtree(partial, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -54,6 +54,12 @@ class BuiltinWorldConfig(Section):
         default_factory=lambda: ["person", "city", "organisation", "product"],
         description="Entity kinds in the world.",
     )
+    facts: list[str] = Field(
+        default_factory=list,
+        description="Fact keys documents may hold (e.g. [colour, pet, instrument]); empty = every fact of a kind. "
+        "A closed set of value types, several per document, makes neighbouring documents share the asked "
+        "attribute, so the answer needs the entity's name, not just the attribute type.",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> BuiltinWorldConfig:
@@ -65,6 +71,11 @@ class BuiltinWorldConfig(Section):
             raise ValueError("facts_per_doc: min must be >= 1 (and name_syllables min >= 1)")
         if not self.kinds:
             raise ValueError("kinds: must name at least one entity kind")
+        if self.facts:
+            from data_gen.builtin import WorldSpec
+
+            # unknown keys fail here, with the list of known ones
+            WorldSpec(kinds=tuple(self.kinds), facts=tuple(self.facts))
         return self
 
 

@@ -68,7 +68,10 @@ class ToyBaseConfig(Section):
         0.85, ge=0, le=1, description="Stop once validation exact match reaches this (the issue asks >= 0.8)."
     )
     time_budget_min: float = Field(
-        90.0, gt=0, description="Stop after this many minutes even below target (reported, not hidden)."
+        90.0,
+        gt=0,
+        description="Minutes one build run may take; below target it stops there (reported, not hidden) and the "
+        "next run trains on from its checkpoint. Not part of the recipe hash.",
     )
     threads: int = Field(2, ge=1, description="torch threads (1 per process when two trainings share cores).")
     seed: int = Field(0, description="Seed of weights, tokenizer corpus, worlds and sample order.")

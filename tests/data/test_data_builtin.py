@@ -67,8 +67,29 @@ def test_short_world_for_toy_repro():
         assert " " not in r.evidence_docs[0].title
 
 
+def test_closed_fact_set_makes_neighbours_share_the_asked_attribute():
+    keys = ("colour", "pet", "instrument")
+    spec = WorldSpec(kinds=("person",), name_syllables=(1, 1), full_names=False, facts_per_doc=(2, 3),
+                     filler_per_doc=(0, 0), zh_fraction=0.0, facts=keys)  # fmt: skip
+    recs = builtin_records(60, seed=1, spec=spec)
+    asked = {"colour": "colour", "pet": "pet", "instrument": "orchestra|practises"}  # question -> sentence
+    shared = 0
+    for r in recs:
+        kind = next(k for k in asked if k in r.question.lower())
+        text = r.evidence_docs[0].text
+        assert 2 <= len(split_sentences(text, "en")) <= 3
+        assert not re.search(r"born|works|siblings|cooks|spare time|number", text)  # only the chosen facts
+        others = [o for o in recs if o is not r]
+        shared += any(re.search(asked[kind], o.evidence_docs[0].text) for o in others[:5])
+    assert shared >= 50  # nearly every question's attribute also appears in some neighbouring document
+
+
 def test_spec_validation():
     with pytest.raises(ValueError, match="facts_per_doc"):
         WorldSpec(facts_per_doc=(3, 1))
     with pytest.raises(ValueError, match="kinds"):
         WorldSpec(kinds=("dragon",))
+    with pytest.raises(ValueError, match="unknown for kinds"):
+        WorldSpec(kinds=("person",), facts=("logo",))
+    with pytest.raises(ValueError, match=r"no fact left for kinds \['city'\]"):
+        WorldSpec(kinds=("person", "city"), facts=("colour",))

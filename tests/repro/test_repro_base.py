@@ -184,3 +184,44 @@ def test_score_reply_tells_the_gold_document_from_another():
     assert score_reply(prompt, right) == (1.0, True, True)
     assert score_reply(prompt, wrong) == (0.0, True, False)
     assert score_reply(prompt, "The answer is: 485") == (1.0, False, False)
+
+
+def test_a_build_stopped_below_target_trains_on_from_its_checkpoint(tmp_path):
+    """A build cut short (here by a time budget that ends it after its first step) leaves a checkpoint;
+    the next call goes on from its step with the optimizer state, and the curve and runs add up."""
+    import json
+
+    from longctx_core.toybase import STATE_FILE, ensure_toy_base, read_base_info, toy_base_dir
+
+    short = mini_config("repro.base.time_budget_min=0.0001")  # over budget after step 1: validates, stops
+    folder = ensure_toy_base(short, tmp_path)
+    first = read_base_info(folder)["summary"]
+    partial = folder.with_name(folder.name + ".partial")
+    assert first["steps"] == 1 and not first["reached_target"]
+    assert json.loads((partial / STATE_FILE).read_text())["steps"] == 1
+    assert (partial / "optimizer.pt").is_file()
+    # The time budget is per run, not part of the recipe: a longer budget finds the same base and trains on.
+    longer = mini_config("repro.base.time_budget_min=60")
+    assert toy_base_dir(longer, tmp_path) == folder
+    assert ensure_toy_base(longer, tmp_path, resume=False) == folder  # taken as it is: no training
+    assert read_base_info(folder)["summary"]["steps"] == 1
+    assert ensure_toy_base(longer, tmp_path) == folder
+    second = read_base_info(folder)["summary"]
+    assert second["steps"] == 12  # max_steps: final now
+    assert [c["step"] for c in second["curve"]] == [1, 6, 12]
+    assert [(r["from_step"], r["to_step"]) for r in second["runs"]] == [(0, 1), (1, 12)]
+    assert second["minutes"] >= first["minutes"]
+    assert not partial.exists()  # a finished build drops its checkpoint
+
+
+def test_a_base_without_optimizer_state_resumes_with_a_fresh_optimizer(tmp_path):
+    import shutil
+
+    from longctx_core.toybase import ensure_toy_base, read_base_info
+
+    short = mini_config("repro.base.time_budget_min=0.0001")
+    folder = ensure_toy_base(short, tmp_path)
+    shutil.rmtree(folder.with_name(folder.name + ".partial"))  # e.g. a base built before checkpoints
+    assert ensure_toy_base(mini_config(), tmp_path) == folder
+    summary = read_base_info(folder)["summary"]
+    assert summary["steps"] == 12 and [c["step"] for c in summary["curve"]] == [1, 6, 12]

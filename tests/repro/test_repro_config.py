@@ -47,6 +47,7 @@ def test_contradictions_name_the_key(overrides, key):
         ("repro.base.min_tokens=4096", "repro.base.min_tokens:"),
         ("repro.base.answer_styles={unanswerable: 1.0}", "repro.base.answer_styles.unanswerable:"),
         ("repro.base.colour=1", "unknown config key 'repro.base.colour'"),
+        ("data.source.builtin.facts=[colour, logo]", "facts: unknown for kinds ('person',): ['logo']"),
     ],
 )
 def test_bad_repro_values_are_one_line_errors(override, message):
