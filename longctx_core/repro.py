@@ -433,7 +433,8 @@ def diagnosis_lines(d: dict) -> list[str]:
         f"Exact match {100 * d['exact_match']:.1f}%. Replies naming a document: "
         f"{100 * d['replies_naming_a_document']:.1f}%; naming the gold document: "
         f"{100 * d['replies_naming_the_gold_document']:.1f}% (a base that answers by matching the attribute "
-        "type, not by looking the entity up, answers closed-set types and names the wrong document).",
+        "type, not by looking the entity up, answers closed-set types and names the wrong document). "
+        f"Answers found somewhere in the prompt: {100 * d.get('answers_found_in_the_prompt', 0.0):.1f}%.",
         "",
     ]
     rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]

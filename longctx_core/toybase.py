@@ -224,6 +224,29 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
     return samples
 
 
+def recall_rows(tokenizer, b: ToyBaseConfig, step: int) -> list[tuple[list[int], list[float]]]:
+    """The `batch_size` associative-recall rows of warm-up `step` (deterministic in (seed, step)): n random
+    (key, value) token pairs with distinct keys, then every key again in a new order, each followed by its
+    value. Only the repeated values carry loss (weight 1); nothing else in a row is predictable.
+
+        ids      k3 v3 k1 v1 k2 v2 | k1 v1 k3 v3 k2 v2
+        weights   0  0  0  0  0  0 |  0  1  0  1  0  1
+    """
+    rng = rng_for(b.seed, "toy-base-recall", step)
+    special = set(tokenizer.all_special_ids)
+    pool = [i for i in range(len(tokenizer)) if i not in special]
+    rows = []
+    for _ in range(b.batch_size):
+        n = rng.randint(4, max(4, b.context // 4))
+        keys = rng.sample(pool, n)
+        values = [rng.choice(pool) for _ in keys]
+        order = rng.sample(range(n), n)
+        ids = [t for k, v in zip(keys, values, strict=True) for t in (k, v)]
+        ids += [t for i in order for t in (keys[i], values[i])]
+        rows.append((ids, [0.0] * 2 * n + [0.0, 1.0] * n))
+    return rows
+
+
 def collate(rows: list[tuple[list[int], list[float]]], pad_id: int):
     """Right-padded (input_ids, attention_mask, weights) tensors; weights[i, t] weighs the prediction of
     token t+1 from position t (0 at padding and at each row's last token)."""
@@ -334,13 +357,18 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
     """What the base's validation hits are made of: exact match per question type, and how often the reply
     quotes the right document number (`Document [k]` of the gold). A base that answers closed-set types
     (colours, pets) but not copied values (house numbers, towns) and names Document [1] whatever the gold
-    has learnt to match the attribute, not to look the entity up."""
+    has learnt to match the attribute, not to look the entity up; one whose answers are mostly absent from
+    its prompt does not read its context at all."""
     from collections import defaultdict
 
+    from longctx_core.eval.scoring import final_answer, normalize_answer
+
     by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    quoted, right_doc, hits = 0, 0, 0.0
+    quoted, right_doc, hits, in_context = 0, 0, 0.0, 0
     for p, reply in replies(model, tokenizer, prompts, batch):
         hit, named, gold_named = score_reply(p, reply)
+        answer = normalize_answer(final_answer(reply))
+        in_context += bool(answer) and answer in normalize_answer(tokenizer.decode(p["ids"]))
         cell = by_type[question_type(p["question"])]
         cell[0], cell[1] = cell[0] + hit, cell[1] + 1
         hits, quoted, right_doc = hits + hit, quoted + named, right_doc + gold_named
@@ -351,6 +379,8 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
         "by_question_type": {k: {"exact_match": h / c, "n": c} for k, (h, c) in sorted(by_type.items())},
         "replies_naming_a_document": quoted / n,
         "replies_naming_the_gold_document": right_doc / n,
+        # a value copied from some document: chance for a model that reads its context at all
+        "answers_found_in_the_prompt": in_context / n,
     }
 
 
@@ -474,10 +504,13 @@ def train_toy_base(
                 "curve": curve, "runs": [*prior["runs"], run]}  # fmt: skip
 
     while step < b.max_steps:
-        rows = [
-            encode_chat(tokenizer, s.messages, b.prompt_loss_weight)
-            for s in batch_for_step(worlds, tokenizer, b, step)
-        ]
+        if step < b.recall_warmup_steps:
+            rows = recall_rows(tokenizer, b, step)
+        else:  # QA steps are numbered from the end of the warm-up (curriculum, sample seeds)
+            rows = [
+                encode_chat(tokenizer, s.messages, b.prompt_loss_weight)
+                for s in batch_for_step(worlds, tokenizer, b, step - b.recall_warmup_steps)
+            ]
         ids, mask, weights = collate(rows, tokenizer.pad_token_id)
         ramp = min(1.0, (step - first_step + 1) / b.warmup_steps) if rewarm else 1.0
         for group in opt.param_groups:

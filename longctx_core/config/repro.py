@@ -33,6 +33,12 @@ class ToyBaseConfig(Section):
         ge=0,
         description="Steps over which the longest sample grows from min_tokens to L0 (2 -> ~8 documents).",
     )
+    recall_warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps of associative recall on random tokens (k1 v1 ... kn vn, then the keys again, each "
+        "followed by its value) before the QA steps: they form the find-the-key-and-copy heads lookup needs.",
+    )
     vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the toy world's texts.")
     hidden_size: int = Field(256, ge=16, description="Qwen2Config.hidden_size.")
     intermediate_size: int = Field(704, ge=16, description="Qwen2Config.intermediate_size.")

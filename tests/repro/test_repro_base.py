@@ -168,6 +168,7 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     d = base_diagnosis(cfg, folder, questions=6)
     assert d["questions"] == sum(c["n"] for c in d["by_question_type"].values()) > 0
     assert 0 <= d["replies_naming_the_gold_document"] <= d["replies_naming_a_document"] <= 1
+    assert d["exact_match"] <= d["answers_found_in_the_prompt"] <= 1  # a right answer is in its prompt
     mean = sum(c["exact_match"] * c["n"] for c in d["by_question_type"].values()) / d["questions"]
     assert abs(mean - d["exact_match"]) < 1e-9
     assert base_diagnosis(cfg, folder, questions=99) == d  # computed once, kept beside the base
@@ -225,3 +226,32 @@ def test_a_base_without_optimizer_state_resumes_with_a_fresh_optimizer(tmp_path)
     assert ensure_toy_base(mini_config(), tmp_path) == folder
     summary = read_base_info(folder)["summary"]
     assert summary["steps"] == 12 and [c["step"] for c in summary["curve"]] == [1, 6, 12]
+
+
+def test_recall_warmup_rows_repeat_each_key_with_its_value_and_weigh_only_those_values():
+    from longctx_core.tiny import train_tokenizer
+    from longctx_core.toybase import recall_rows
+
+    tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
+    b = mini_config("repro.base.context=64", "repro.base.min_tokens=64").repro.base
+    rows = recall_rows(tok, b, step=3)
+    assert len(rows) == b.batch_size and rows == recall_rows(tok, b, step=3)
+    assert rows != recall_rows(tok, b, step=4)
+    for ids, weights in rows:
+        n = len(ids) // 4
+        assert len(ids) == len(weights) == 4 * n <= b.context
+        value_of = dict(zip(ids[0 : 2 * n : 2], ids[1 : 2 * n : 2], strict=True))
+        assert len(value_of) == n  # distinct keys: every query has one answer
+        queries = ids[2 * n :]
+        assert sorted(queries[0::2]) == sorted(value_of)
+        assert all(value_of[k] == v for k, v in zip(queries[0::2], queries[1::2], strict=True))
+        assert weights == [0.0] * 2 * n + [0.0, 1.0] * n
+        assert not set(ids) & set(tok.all_special_ids)
+
+
+def test_a_recall_warmup_precedes_the_qa_steps(tmp_path):
+    from longctx_core.toybase import ensure_toy_base, read_base_info
+
+    cfg = mini_config("repro.base.recall_warmup_steps=6")
+    summary = read_base_info(ensure_toy_base(cfg, tmp_path))["summary"]
+    assert summary["steps"] == 12 and [c["step"] for c in summary["curve"]] == [6, 12]
