@@ -6,6 +6,10 @@ is plain single-process PyTorch (no Ray, no DeepSpeed): one model, one optimizer
 
     path = ensure_toy_base(cfg)      # <cache>/toybase-<hash>/ : config.json, weights, tokenizer, toy_base.json
 
+A build may take longer than one sitting: it checkpoints (weights, optimizer, step, curve) into
+`<cache>/toybase-<hash>.partial/` at every validation, a run stops after `time_budget_min`, and the next
+`ensure_toy_base` goes on from the checkpoint until the base reaches `target_accuracy` or `max_steps`.
+
 Data. Samples are composed by `data_gen.compose.compose_sample` — the same layout the synthesize and
 evaluate stages use — from worlds of `data.source.builtin` shape (single-token names, 1-2 sentence
 documents) drawn with their own seeds, so one name carries different facts in different worlds and the

@@ -1,0 +1,109 @@
+"""Can the toy base's model shape learn key-value lookup, and at what learning rate? A two-minute probe.
+
+    python -m bench.recall_probe [--lrs 0.002 0.001 0.0003] [--pairs 4] [--keys 64] [--steps 1500]
+
+The toy base of `make repro` must find a document by the entity's name before it can answer; at 2 CPU cores
+that content lookup was what it failed to learn. This probe isolates it: multi-query associative recall on
+random tokens (`toybase.recall_rows`' layout, `--pairs` (key, value) pairs from a `--keys`-token alphabet,
+then every key again followed by its value), the preset's model shape (`repro.base`, vocabulary cut to the
+alphabet), the base's optimizer (AdamW, betas 0.9/0.95, grad-norm clip 1, 50-step warm-up), one torch thread.
+The loss is on the repeated values only; ln(keys) is chance, 0 is perfect lookup.
+
+For each learning rate it prints the mean loss over the last 10% of steps, and writes
+bench/results/recall_probe.json: `value` the best learning rate's final loss, `baseline` the first
+learning rate's (the old preset's 2e-3 by default), `ratio` their quotient (below 1: the best one learnt more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+
+from bench.common import command_line, print_table, write_result
+
+PRESET = "ray_jobs/configs/repro_cpu.yaml"
+
+
+def probe(lr: float, pairs: int, keys: int, steps: int, batch: int, seed: int = 0) -> dict:
+    """Train a fresh model of the preset's base shape on associative recall; the loss curve and timing."""
+    import torch
+
+    from longctx_core.config import load_config
+    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from longctx_core.toybase import collate, model_shape, weighted_loss
+
+    torch.manual_seed(seed)
+    b = load_config(PRESET).repro.base
+    tokenizer = train_tokenizer(["key value lookup probe"] * 8, 300)
+    model = build_tiny_model(model_shape(b.model_copy(update={"vocab_size": 300})), tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    rng = random.Random(seed)
+    alphabet = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)][:keys]
+    losses, started = [], time.monotonic()
+    for step in range(steps):
+        rows = []
+        for _ in range(batch):
+            ks = rng.sample(alphabet, pairs)
+            vs = [rng.choice(alphabet) for _ in ks]
+            order = rng.sample(range(pairs), pairs)
+            ids = [t for kv in zip(ks, vs, strict=True) for t in kv] + [
+                t for i in order for t in (ks[i], vs[i])
+            ]
+            rows.append((ids, [0.0] * 2 * pairs + [0.0, 1.0] * pairs))
+        ids, mask, weights = collate(rows, tokenizer.pad_token_id)
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50)
+        loss, _ = weighted_loss(model, ids, mask, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    tail = losses[-max(1, steps // 10) :]
+    return {
+        "lr": lr,
+        "final_loss": sum(tail) / len(tail),
+        "seconds": time.monotonic() - started,
+        "curve": losses,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[0.002, 0.001, 0.0003])
+    ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--keys", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    runs = [probe(lr, args.pairs, args.keys, args.steps, args.batch) for lr in args.lrs]
+    chance = math.log(args.keys)
+    rows = [(r["lr"], r["final_loss"], r["final_loss"] / chance, r["seconds"]) for r in runs]
+    print_table(
+        f"associative recall, {args.pairs} pairs of {args.keys} tokens, {args.steps} steps (chance {chance:.3f})",
+        rows,
+        ("lr", "final loss", "x chance", "seconds"),
+    )
+    best = min(runs, key=lambda r: r["final_loss"])
+    return write_result(
+        "recall_probe",
+        best["final_loss"],
+        "nats (repeated values)",
+        runs[0]["final_loss"],
+        command_line("bench.recall_probe", argv),
+        best_lr=best["lr"],
+        chance=chance,
+        runs=[
+            {k: v for k, v in r.items() if k != "curve"} | {"curve_every_100": r["curve"][::100]}
+            for r in runs
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
