@@ -1,12 +1,14 @@
 """Can the toy base's model shape learn key-value lookup, and at what learning rate? A two-minute probe.
 
     python -m bench.recall_probe [--lrs 0.002 0.001 0.0003] [--pairs 4] [--keys 64] [--steps 1500]
+                                 [--shape num_hidden_layers=2 num_attention_heads=8 ...]
 
 The toy base of `make repro` must find a document by the entity's name before it can answer; at 2 CPU cores
 that content lookup was what it failed to learn. This probe isolates it: multi-query associative recall on
 random tokens (`toybase.recall_rows`' layout, `--pairs` (key, value) pairs from a `--keys`-token alphabet,
 then every key again followed by its value), the preset's model shape (`repro.base`, vocabulary cut to the
-alphabet), the base's optimizer (AdamW, betas 0.9/0.95, grad-norm clip 1, 50-step warm-up), one torch thread.
+alphabet; `--shape` overrides its fields), the base's optimizer (AdamW, betas 0.9/0.95, grad-norm clip 1,
+50-step warm-up), one torch thread.
 The loss is on the repeated values only; ln(keys) is chance, 0 is perfect lookup.
 
 For each learning rate it prints the mean loss over the last 10% of steps, and writes
@@ -26,7 +28,7 @@ from bench.common import command_line, print_table, write_result
 PRESET = "ray_jobs/configs/repro_cpu.yaml"
 
 
-def probe(lr: float, pairs: int, keys: int, steps: int, batch: int, seed: int = 0) -> dict:
+def probe(lr: float, pairs: int, keys: int, steps: int, batch: int, shape: dict, seed: int = 0) -> dict:
     """Train a fresh model of the preset's base shape on associative recall; the loss curve and timing."""
     import torch
 
@@ -37,7 +39,7 @@ def probe(lr: float, pairs: int, keys: int, steps: int, batch: int, seed: int = 
     torch.manual_seed(seed)
     b = load_config(PRESET).repro.base
     tokenizer = train_tokenizer(["key value lookup probe"] * 8, 300)
-    model = build_tiny_model(model_shape(b.model_copy(update={"vocab_size": 300})), tokenizer)
+    model = build_tiny_model(model_shape(b.model_copy(update={"vocab_size": 300, **shape})), tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     rng = random.Random(seed)
     alphabet = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)][:keys]
@@ -79,9 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--keys", type=int, default=64)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--shape", nargs="*", default=[], metavar="FIELD=INT", help="repro.base shape overrides")
     args = ap.parse_args(argv)
+    shape = {k: int(v) for k, v in (item.split("=", 1) for item in args.shape)}
     torch.set_num_threads(1)
-    runs = [probe(lr, args.pairs, args.keys, args.steps, args.batch) for lr in args.lrs]
+    runs = [probe(lr, args.pairs, args.keys, args.steps, args.batch, shape) for lr in args.lrs]
     chance = math.log(args.keys)
     rows = [(r["lr"], r["final_loss"], r["final_loss"] / chance, r["seconds"]) for r in runs]
     print_table(
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs[0]["final_loss"],
         command_line("bench.recall_probe", argv),
         best_lr=best["lr"],
+        shape=shape,
         chance=chance,
         runs=[
             {k: v for k, v in r.items() if k != "curve"} | {"curve_every_100": r["curve"][::100]}
