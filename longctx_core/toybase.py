@@ -446,11 +446,21 @@ def save_checkpoint(folder: Path, model, tokenizer, opt, state: dict) -> None:
     tokenizer.save_pretrained(tmp)
     torch.save(opt.state_dict(), tmp / OPTIMIZER_FILE)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
+    _replace_dir(tmp, folder)
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Put folder `new` at `dest`, moving a previous `dest` aside first and deleting it after, so `dest` is
+    always either the old folder or the new one, never half of either. If another process put its own
+    folder at `dest` in between (the same build finishing twice), `new` is dropped: the two are equivalent."""
+    old = dest.with_name(dest.name + ".old")
+    if dest.exists():
         shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    tmp.rename(folder)
+        dest.rename(old)
+    try:
+        new.rename(dest)
+    except OSError:
+        shutil.rmtree(new, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -516,7 +526,7 @@ def train_toy_base(
                 for s in batch_for_step(worlds, tokenizer, b, step - b.recall_warmup_steps)
             ]
         ids, mask, weights = collate(rows, tokenizer.pad_token_id)
-        ramp = min(1.0, (step - first_step + 1) / b.warmup_steps) if rewarm else 1.0
+        ramp = min(1.0, (step - first_step + 1) / max(1, b.warmup_steps)) if rewarm else 1.0
         for group in opt.param_groups:
             group["lr"] = lr_at(b, step) * ramp
         loss, answer_loss = weighted_loss(model, ids, mask, weights)
@@ -641,15 +651,7 @@ def ensure_toy_base(cfg: Config, cache_dir: str | Path | None = None, resume: bo
         info = {"fingerprint": base_fingerprint(cfg), "recipe": cfg.repro.base.model_dump(mode="json"),
                 "world": cfg.data.source.builtin.model_dump(mode="json"), "summary": summary}  # fmt: skip
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
-        old = out.with_name(out.name + ".old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished the same build first; its folder is equivalent
-            shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace_dir(tmp, out)
         if finished(cfg, summary):
             shutil.rmtree(partial, ignore_errors=True)
     finally:
