@@ -34,7 +34,7 @@ def probe(lr: float, pairs: int, keys: int, steps: int, batch: int, shape: dict,
 
     from longctx_core.config import load_config
     from longctx_core.tiny import build_tiny_model, train_tokenizer
-    from longctx_core.toybase import collate, model_shape, weighted_loss
+    from longctx_core.toybase import collate, model_shape, recall_row, weighted_loss
 
     torch.manual_seed(seed)
     b = load_config(PRESET).repro.base
@@ -45,15 +45,7 @@ def probe(lr: float, pairs: int, keys: int, steps: int, batch: int, shape: dict,
     alphabet = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)][:keys]
     losses, started = [], time.monotonic()
     for step in range(steps):
-        rows = []
-        for _ in range(batch):
-            ks = rng.sample(alphabet, pairs)
-            vs = [rng.choice(alphabet) for _ in ks]
-            order = rng.sample(range(pairs), pairs)
-            ids = [t for kv in zip(ks, vs, strict=True) for t in kv] + [
-                t for i in order for t in (ks[i], vs[i])
-            ]
-            rows.append((ids, [0.0] * 2 * pairs + [0.0, 1.0] * pairs))
+        rows = [recall_row(rng, alphabet, pairs) for _ in range(batch)]
         ids, mask, weights = collate(rows, tokenizer.pad_token_id)
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 50)

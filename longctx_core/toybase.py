@@ -239,16 +239,17 @@ def recall_rows(tokenizer, b: ToyBaseConfig, step: int) -> list[tuple[list[int],
     rng = rng_for(b.seed, "toy-base-recall", step)
     special = set(tokenizer.all_special_ids)
     pool = [i for i in range(len(tokenizer)) if i not in special]
-    rows = []
-    for _ in range(b.batch_size):
-        n = rng.randint(4, max(4, b.context // 4))
-        keys = rng.sample(pool, n)
-        values = [rng.choice(pool) for _ in keys]
-        order = rng.sample(range(n), n)
-        ids = [t for k, v in zip(keys, values, strict=True) for t in (k, v)]
-        ids += [t for i in order for t in (keys[i], values[i])]
-        rows.append((ids, [0.0] * 2 * n + [0.0, 1.0] * n))
-    return rows
+    return [recall_row(rng, pool, rng.randint(4, max(4, b.context // 4))) for _ in range(b.batch_size)]
+
+
+def recall_row(rng: random.Random, alphabet: list[int], n: int) -> tuple[list[int], list[float]]:
+    """One associative-recall row (see `recall_rows`): `n` pairs of `alphabet` tokens, keys distinct."""
+    keys = rng.sample(alphabet, n)
+    values = [rng.choice(alphabet) for _ in keys]
+    order = rng.sample(range(n), n)
+    ids = [t for k, v in zip(keys, values, strict=True) for t in (k, v)]
+    ids += [t for i in order for t in (keys[i], values[i])]
+    return ids, [0.0] * 2 * n + [0.0, 1.0] * n
 
 
 def collate(rows: list[tuple[list[int], list[float]]], pad_id: int):
