@@ -466,9 +466,8 @@ def write_report(
     root = run_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
     analysis = analyse(cfg, load_rows(eval_dirs))
-    command = (
-        command or f"python -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml (run {cfg.run.name})"
-    )
+    # The run folder's resolved config (written by prepare_run_dir) reproduces this run, overrides included.
+    command = command or f"python -m ray_jobs.repro --config {root / 'config.yaml'}"
     plot_positions(analysis, root / "plots" / "accuracy_by_position.png")
     report = root / "report.md"
     report.write_text(render_report(cfg, analysis, base_info["summary"], command, base_info.get("diagnosis")))

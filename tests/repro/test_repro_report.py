@@ -81,6 +81,9 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert "paraphrase - plain in the middle: +100.0 [+100.0, +100.0] points, better" in text
     assert "| paraphrase | 100.0 [100.0, 100.0]" in text and "Command: `make repro`" in text
     assert "reached the 85% target" in text
+    # Without an explicit command the report names the run's resolved config, which reproduces it.
+    text = write_report(cfg, lost_in_the_middle, base).read_text()
+    assert f"Command: `python -m ray_jobs.repro --config {tmp_path / 'r' / 'config.yaml'}`" in text
 
 
 def test_verdict_says_when_an_interval_contains_zero():
