@@ -453,7 +453,8 @@ def save_checkpoint(folder: Path, model, tokenizer, opt, state: dict) -> None:
 def _replace_dir(new: Path, dest: Path) -> None:
     """Put folder `new` at `dest`, moving a previous `dest` aside first and deleting it after, so `dest` is
     always either the old folder or the new one, never half of either. If another process put its own
-    folder at `dest` in between (the same build finishing twice), `new` is dropped: the two are equivalent."""
+    folder at `dest` in between (the same build finishing twice), `new` is dropped: the two are equivalent.
+    If the rename fails with nothing at `dest`, the previous folder goes back and the error is raised."""
     old = dest.with_name(dest.name + ".old")
     if dest.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -461,6 +462,9 @@ def _replace_dir(new: Path, dest: Path) -> None:
     try:
         new.rename(dest)
     except OSError:
+        if not dest.exists() and old.exists():
+            old.rename(dest)  # the rename failed for another reason: keep the previous folder, not nothing
+            raise
         shutil.rmtree(new, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -255,3 +255,21 @@ def test_a_recall_warmup_precedes_the_qa_steps(tmp_path):
     cfg = mini_config("repro.base.recall_warmup_steps=6")
     summary = read_base_info(ensure_toy_base(cfg, tmp_path))["summary"]
     assert summary["steps"] == 12 and [c["step"] for c in summary["curve"]] == [6, 12]
+
+
+def test_replace_dir_swaps_and_keeps_the_old_folder_when_the_rename_fails(tmp_path):
+    from longctx_core.toybase import _replace_dir
+
+    dest, new = tmp_path / "base", tmp_path / "new"
+    dest.mkdir()
+    (dest / "v").write_text("old")
+    new.mkdir()
+    (new / "v").write_text("new")
+    _replace_dir(new, dest)
+    assert (dest / "v").read_text() == "new" and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
+    # A source that cannot be renamed (it does not exist): the error surfaces and dest keeps its folder.
+    with pytest.raises(OSError):
+        _replace_dir(tmp_path / "missing", dest)
+    assert (dest / "v").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
