@@ -13,7 +13,7 @@ The loss is on the repeated values only; ln(keys) is chance, 0 is perfect lookup
 
 For each learning rate it prints the mean loss over the last 10% of steps, and writes
 bench/results/recall_probe.json: `value` the best learning rate's final loss, `baseline` the first
-learning rate's (the old preset's 2e-3 by default), `ratio` their quotient (below 1: the best one learnt more).
+learning rate's (2e-3 by default), `ratio` their quotient (below 1: the best one learnt more).
 """
 
 from __future__ import annotations
