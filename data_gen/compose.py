@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 MAX_MISSES = 48  # consecutive pool draws that fit nowhere before the greedy fill stops
 MAX_ROUNDS = 6  # exact-count correction rounds
+MAX_WINDOW_DOCS = 16  # documents searched for a sentence window when no first sentence fits the last gap
 _SEP_TOKENS = 2  # "\n\n" between documents (measured: 2 tokens for the tiny BPE and Qwen2)
 
 
@@ -62,7 +63,8 @@ class ComposeError(ValueError):
 @dataclass(frozen=True)
 class PositionSpec:
     """Gold placement: uniform over slots; middle = with probability `middle_weight` a slot in the middle
-    half (relative position in [.25, .75]), else uniform; fixed = at round(fixed * (n_docs - 1))."""
+    half (relative position in [.25, .75]; with 1-2 documents the slots nearest the centre, see
+    `middle_slots`), else uniform; fixed = at round(fixed * (n_docs - 1))."""
 
     kind: str = "uniform"
     middle_weight: float = 0.5
@@ -164,21 +166,52 @@ def _render_messages(lang, turns, docs, gold_slots, style) -> list[dict[str, str
 # ---- placement ---------------------------------------------------------------------------------------------
 
 
-def place_golds(n_docs: int, n_golds: int, spec: PositionSpec, first_fixed: float | None, rng) -> list[int]:
-    """Distinct 0-based slots for `n_golds` gold documents among `n_docs`.
+def middle_slots(n_docs: int) -> list[int]:
+    """The slots `middle` placement favours: those whose relative position s / (n_docs - 1) lies in the
+    middle half [.25, .75]; when none does, the slot(s) nearest the centre.
 
-    `first_fixed` (a fraction) pins the first gold at round(first_fixed * (n_docs - 1)); a taken slot moves
-    to the nearest free one.
+        n_docs = 1 -> [0]          (the only slot)
+        n_docs = 2 -> [0, 1]       (no slot in [.25, .75]; both are 0.5 from the centre: middle = uniform)
+        n_docs = 3 -> [1]
+        n_docs = 4 -> [1, 2]       (1/3 and 2/3)
+        n_docs = 5 -> [1, 2, 3]    (.25, .5, .75)
     """
+    if n_docs < 1:
+        return []
+    if n_docs == 1:
+        return [0]
+    inner = [s for s in range(n_docs) if 0.25 <= s / (n_docs - 1) <= 0.75]
+    if inner:
+        return inner
+    centre = (n_docs - 1) / 2
+    best = min(abs(s - centre) for s in range(n_docs))
+    return [s for s in range(n_docs) if abs(s - centre) == best]
+
+
+def place_golds(n_docs: int, n_golds: int, spec: PositionSpec, first_fixed: float | None, rng) -> list[int]:
+    """Distinct 0-based slots (one per gold, in gold order) for `n_golds` gold documents among `n_docs`.
+
+    Defined for every 0 <= n_golds <= n_docs (n_docs >= 1 when n_golds > 0), including contexts where only
+    the gold document(s) fit:
+    - `first_fixed` (a fraction) pins the first gold at round(first_fixed * (n_docs - 1));
+    - kind `fixed`: every gold wants round(fixed * (n_docs - 1));
+    - kind `middle`: with probability `middle_weight` a gold draws from the free `middle_slots(n_docs)`
+      (all of them when every middle slot is taken: it then moves to the nearest free slot), else uniform;
+    - kind `uniform`: uniform over all slots.
+    A wanted slot that is already taken moves to the nearest free one (the later slot on a tie).
+    Raises ValueError when there are more golds than slots (the composer never asks for that).
+    """
+    if n_golds < 0 or n_golds > n_docs:
+        raise ValueError(f"place_golds: cannot place {n_golds} gold documents among {n_docs} slots")
     slots: list[int] = []
-    middle = [s for s in range(n_docs) if n_docs == 1 or 0.25 <= s / (n_docs - 1) <= 0.75]
+    middle = middle_slots(n_docs)
     for g in range(n_golds):
         if g == 0 and first_fixed is not None:
             want = round(first_fixed * (n_docs - 1))
         elif spec.kind == "fixed":
             want = round(spec.fixed * (n_docs - 1))
         elif spec.kind == "middle" and rng.random() < spec.middle_weight:
-            want = rng.choice(middle)
+            want = rng.choice([s for s in middle if s not in slots] or middle)
         else:
             want = rng.randrange(n_docs)
         for d in range(n_docs):
@@ -242,9 +275,10 @@ class _Filler:
         return chosen
 
     def truncated(self, tokenizer, budget: int, lang: str) -> Document | None:
-        """A distractor cut after as many leading sentences as fit `budget` tokens (None if none fits)."""
-        for _ in range(MAX_MISSES):
-            cands = self.lists[0] or self.lists[1]
+        """A distractor cut after as many leading sentences as fit `budget` tokens; when no drawn document's
+        first sentence fits, a window of consecutive sentences (`_window`); None if no sentence fits."""
+        tries = [c for c in self.lists if c for _ in range(MAX_MISSES)]  # same language first, then any
+        for cands in tries:
             j = cands[self.rng.randrange(len(cands))]
             if not self._ok(j):
                 continue
@@ -257,10 +291,53 @@ class _Filler:
                     break
                 best = part
             if best is not None:
-                self.used.add(j)
-                self.cuts.append(best)
-                return best
-        return None
+                return self._take(j, best)
+        return self._window(tokenizer, budget, lang)
+
+    def _take(self, j: int, part: Document) -> Document:
+        self.used.add(j)
+        self.cuts.append(part)
+        return part
+
+    def _window(self, tokenizer, budget: int, lang: str) -> Document | None:
+        """Fallback when no document's first sentence fits (real passages have long sentences and the
+        last gap can be smaller than one of them): the run of consecutive sentences, anywhere in one of up
+        to MAX_WINDOW_DOCS unused documents (same language first, in pool order), that fills most of
+        `budget`. Still verbatim sentences; None when no single sentence fits."""
+        best: tuple[int, int, Document] | None = None
+        tried = 0
+        # each list from a random offset, so that fallback windows do not always come from the same documents
+        offsets = [self.rng.randrange(len(c)) if c else 0 for c in self.lists]
+        order = (c[(k + o) % len(c)] for c, o in zip(self.lists, offsets, strict=True) for k in range(len(c)))
+        for j in order:
+            if tried >= MAX_WINDOW_DOCS or (best and budget - best[0] <= _SEP_TOKENS + 8):
+                break
+            if not self._ok(j):
+                continue
+            tried += 1
+            doc = self.pool.docs[j]
+            spans = sentence_spans(doc.text)
+            sizes = [count_tokens(tokenizer, doc.text[a:b]) + 1 for a, b in spans]
+            head = count_tokens(tokenizer, styles.render_document(1, Document(doc.title, ""), lang))
+            room = budget - head - _SEP_TOKENS - 1
+            lo, total, pick = 0, 0, None  # two pointers: the largest window of sentences within `room`
+            for hi, size in enumerate(sizes):
+                total += size
+                while total > room and lo <= hi:
+                    total -= sizes[lo]
+                    lo += 1
+                if lo <= hi and (pick is None or total > pick[0]):
+                    pick = (total, lo, hi)
+            while pick is not None:  # the sum of sentence counts is an estimate: verify, shrink if over
+                _, a, b = pick
+                part = Document(doc.title, doc.text[spans[a][0] : spans[b][1]])
+                cost = count_tokens(tokenizer, styles.render_document(1, part, lang)) + _SEP_TOKENS + 1
+                if cost <= budget:
+                    if best is None or cost > best[0]:
+                        best = (cost, j, part)
+                    break
+                pick = (0, a, b - 1) if b > a else None
+        return self._take(best[1], best[2]) if best else None
 
 
 # ---- the composer ------------------------------------------------------------------------------------------
@@ -286,7 +363,9 @@ def compose_sample(
     `gold_position`: None = draw from `positions` (default uniform); a fraction in [0, 1] = put the first
     gold document at round(frac * (n_docs - 1)) exactly. `evidences` default to `locate_evidence(record)`.
     Raises `ComposeError` (or `EvidenceError`) with a quarantine reason when the records cannot make a
-    sample (gold documents longer than the target, no evidence...).
+    sample: `document_too_long` (the gold documents and turns alone exceed the cap), `token_target_missed`
+    (the pool holds too little text to reach the floor, or `max_tokens` is below it), `empty_context` (an
+    unanswerable sample beside which no distractor fits), or an evidence reason.
     """
     if not records:
         raise ValueError("compose_sample needs at least one record")
@@ -341,6 +420,10 @@ def compose_sample(
     else:
         messages = _render_messages(lang, turns, docs, slots, answer_style)
         n_tokens = chat_tokens(tokenizer, messages)
+    if not docs:  # unanswerable with no distractor that fits: a context of nothing is not a sample
+        raise ComposeError(
+            "empty_context", f"no distractor fits beside the turns ({n_tokens} of {cap} tokens)"
+        )
     if n_tokens > cap or (answer_style != "plain" and n_tokens < floor):
         raise ComposeError("token_target_missed", f"{n_tokens} tokens for target {target_tokens}")
     truncated = sum(1 for d in docs if any(d is c for c in filler.cuts))

@@ -236,6 +236,9 @@ def iter_squad(path: str, lang: str | None) -> Iterator[tuple[str, Any, str]]:
         if isinstance(item, dict) and "paragraphs" in item:
             for p_i, para in enumerate(item.get("paragraphs") or []):
                 for q_i, qa in enumerate(para.get("qas") or [] if isinstance(para, dict) else []):
+                    if not isinstance(qa, dict):
+                        yield f"{loc}/p{p_i}/q{q_i}", BadRow("bad_type", "qas item is not an object"), ""
+                        continue
                     row = dict(qa, context=para.get("context"), title=item.get("title", ""))
                     yield f"{loc}/p{p_i}/q{q_i}", row, ""
         else:
@@ -371,9 +374,18 @@ def iter_records(source_cfg, seed: int) -> Iterator[QARecord | Malformed]:
                 raise row
             if not isinstance(row, dict):
                 raise BadRow("bad_type", f"row is {type(row).__name__}, expected an object")
-            yield parse(row)
+            record = parse(row)
         except BadRow as bad:
             yield Malformed(bad.reason, bad.detail, source_cfg.kind, loc, _raw_text(raw, row))
+            continue
+        except MemoryError:
+            raise
+        except Exception as exc:  # a row shape no parser check foresaw: quarantine it, visibly, and go on
+            detail = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+            logger.warning("%s: unexpected %s", loc, detail)
+            yield Malformed("source_exception", detail, source_cfg.kind, loc, _raw_text(raw, row))
+            continue
+        yield record
 
 
 def _builtin(source_cfg, seed: int) -> Iterable[QARecord]:

@@ -126,7 +126,8 @@ def split_reply(reply: str, lang: Lang = "en") -> tuple[list[str], str]:
     quotes: list[str] = []
     rest: list[str] = []
     for line in reply.splitlines():
-        found = _quotes_in_line(line)
+        mark = _ANSWER_MARK.search(line)  # an answer may hold quotation marks (Thomas "Tom" Robinson)
+        found = _quotes_in_line(line[: mark.start()] if mark else line)
         quotes.extend(found)
         if not found:
             rest.append(line)
