@@ -10,16 +10,14 @@ exercise the same loading path as a cluster run, without a hub.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from longctx_core.config import TinyModelConfig
+from longctx_core.fsio import digest, recover, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +78,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 
 
 def build_tiny_model(cfg: TinyModelConfig, tokenizer):
-    """A randomly initialised `Qwen2ForCausalLM` of the configured shape, sized to the tokenizer."""
+    """A randomly initialised `Qwen2ForCausalLM` of the configured shape, sized to the tokenizer (vocab=bpe)
+    or to Qwen2.5's 151,936 padded embedding rows (vocab=qwen)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=cfg.vocab_size if cfg.vocab == "qwen" else len(tokenizer),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers,
@@ -107,8 +106,11 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer):
 
 
 def tiny_fingerprint(cfg: TinyModelConfig) -> str:
-    blob = json.dumps({"recipe": _RECIPE_VERSION, **cfg.model_dump(mode="json")}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """12 hex digits naming the cached folder of this recipe and shape."""
+    shape = cfg.model_dump(mode="json")
+    if shape["vocab"] == "bpe":
+        del shape["vocab"]  # the default: folders built before the field existed keep their names
+    return digest({"recipe": _RECIPE_VERSION, **shape}, length=12)
 
 
 def _default_texts(cfg: TinyModelConfig) -> list[str]:
@@ -120,26 +122,27 @@ def _default_texts(cfg: TinyModelConfig) -> list[str]:
 def ensure_tiny_checkpoint(
     cfg: TinyModelConfig, cache_dir: str | Path | None = None, texts: Iterable[str] | None = None
 ) -> Path:
-    """Return the folder of the tiny checkpoint for `cfg`, building it once (atomic rename, so concurrent
-    workers never see a half-written folder). `texts` defaults to the built-in corpus."""
+    """Return the folder of the tiny checkpoint for `cfg`, building it once (`fsio.staged_dir`, so
+    concurrent workers never see a half-written folder; when two build at once the first one's folder
+    stays, the two are equivalent). `texts` defaults to the built-in corpus; with `cfg.vocab == "qwen"` the
+    tokenizer is the real Qwen vocabulary instead (`qwen_vocab.ensure_qwen_tokenizer`, cached in the same
+    folder) and `texts` is not used."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = root / f"tiny-{tiny_fingerprint(cfg)}"
+    out = recover(root / f"tiny-{tiny_fingerprint(cfg)}")
     if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
         return out
-    root.mkdir(parents=True, exist_ok=True)
     logger.info("building tiny Qwen2 checkpoint at %s", out)
-    tokenizer = train_tokenizer(texts if texts is not None else _default_texts(cfg), cfg.vocab_size)
+    if cfg.vocab == "qwen":
+        from transformers import AutoTokenizer
+
+        from longctx_core.qwen_vocab import ensure_qwen_tokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(ensure_qwen_tokenizer(root))
+    else:
+        tokenizer = train_tokenizer(texts if texts is not None else _default_texts(cfg), cfg.vocab_size)
     model = build_tiny_model(cfg, tokenizer)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
-    try:
+    with staged_dir(out, keep_existing=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "longctx_tiny.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-        try:
-            tmp.rename(out)
-        except OSError:  # another process won the race; its folder is equivalent
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

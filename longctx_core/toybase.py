@@ -26,13 +26,10 @@ Loss. Answer tokens (assistant content and its `<|im_end|>`) weigh 1; prompt tok
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +39,7 @@ from data_gen.records import QARecord
 from data_gen.seeding import derive_seed, rng_for
 from longctx_core.config import Config, TinyModelConfig
 from longctx_core.config.repro import ToyBaseConfig
+from longctx_core.fsio import digest, recover, remove_dir, replace_dir, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -442,31 +440,14 @@ def save_checkpoint(folder: Path, model, tokenizer, opt, state: dict) -> None:
     """Write the build's resumable state to `folder` atomically (a new folder renamed over the old one)."""
     import torch
 
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=folder.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save(opt.state_dict(), tmp / OPTIMIZER_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-    _replace_dir(tmp, folder)
+    with staged_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save(opt.state_dict(), tmp / OPTIMIZER_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Put folder `new` at `dest`, moving a previous `dest` aside first and deleting it after, so `dest` is
-    always either the old folder or the new one, never half of either. If another process put its own
-    folder at `dest` in between (the same build finishing twice), `new` is dropped: the two are equivalent.
-    If the rename fails with nothing at `dest`, the previous folder goes back and the error is raised."""
-    old = dest.with_name(dest.name + ".old")
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    try:
-        new.rename(dest)
-    except OSError:
-        if not dest.exists() and old.exists():
-            old.rename(dest)  # the rename failed for another reason: keep the previous folder, not nothing
-            raise
-        shutil.rmtree(new, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
+_replace_dir = replace_dir  # the name tests/repro imports
 
 
 def train_toy_base(
@@ -596,7 +577,7 @@ def base_fingerprint(cfg: Config) -> str:
         "eval_fraction": cfg.data.eval_fraction,
         "seeds": sorted(set(cfg.repro.seeds) | {cfg.run.seed}),
     }
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return digest(recipe, length=12)
 
 
 def toy_base_dir(cfg: Config, cache_dir: str | Path | None = None) -> Path:
@@ -637,8 +618,8 @@ def ensure_toy_base(cfg: Config, cache_dir: str | Path | None = None, resume: bo
     stopped at `time_budget_min` below its target, goes on from there on the next call (`resume=False`
     takes a below-target base as it is). The folder is replaced atomically: a half-built base is never
     visible."""
-    out = toy_base_dir(cfg, cache_dir)
-    partial = out.with_name(out.name + ".partial")
+    out = recover(toy_base_dir(cfg, cache_dir))
+    partial = recover(out.with_name(out.name + ".partial"))
     resume_from: Path | None = None
     if (out / INFO_FILE).is_file():
         summary = read_base_info(out)["summary"]
@@ -649,19 +630,13 @@ def ensure_toy_base(cfg: Config, cache_dir: str | Path | None = None, resume: bo
         logger.info("toy base: %s is below its target at step %d; training on", out, summary["steps"])
     elif (partial / STATE_FILE).is_file():
         resume_from = partial
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".toybase-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         summary = train_toy_base(cfg, tmp, checkpoint=partial, resume_from=resume_from)
         info = {"fingerprint": base_fingerprint(cfg), "recipe": cfg.repro.base.model_dump(mode="json"),
                 "world": cfg.data.source.builtin.model_dump(mode="json"), "summary": summary}  # fmt: skip
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
-        _replace_dir(tmp, out)
-        if finished(cfg, summary):
-            shutil.rmtree(partial, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    if finished(cfg, summary):
+        remove_dir(partial)
     logger.info("toy base: built %s in %.1f min, validation exact match %.3f", out, summary["minutes"],
                 summary["validation_accuracy"])  # fmt: skip
     return out
