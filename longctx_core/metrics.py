@@ -3,9 +3,15 @@
     metrics = Metrics(stage="train", jsonl_path=run/"train"/"metrics.jsonl", tags={"run": cfg.run.name})
     metrics.log({"loss": 2.3, "tokens_per_s": 812.0}, step=10)
 
-Gauges are `ray.util.metrics.Gauge` named `longctx_<stage>_<key>` (Prometheus → Ray dashboard / Grafana);
-they are created lazily and only when a Ray worker/driver is connected. Only rank 0 should log (callers
-decide; `Metrics(enabled=False)` makes every call a no-op).
+    metrics = Metrics(stage="evaluate", tags={"run": cfg.run.name})
+    metrics.log({"accuracy": 0.62}, tags={"model": "tuned", "task": "qa"})   # per-row labels on top
+
+Gauges are `ray.util.metrics.Gauge` named `longctx_<stage>_<key>` (Prometheus: `ray_longctx_<stage>_<key>`,
+→ Ray dashboard / Grafana `cluster/grafana/longctx.json`); they are created lazily and only when a Ray
+worker/driver is connected, with the label keys of their first row (Ray rejects a later row whose label
+keys differ). A gauge reaches Prometheus when its process next exports (every `metrics_report_interval_ms`,
+10 s, and once more as the process exits) and is dropped about two intervals after its process stopped
+exporting. Only rank 0 should log (callers decide; `Metrics(enabled=False)` makes every call a no-op).
 """
 
 from __future__ import annotations
@@ -45,18 +51,18 @@ class Metrics:
         if self.enabled and self.jsonl_path:
             self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
 
-    def _gauge(self, key: str):
+    def _gauge(self, key: str, tag_keys: tuple[str, ...]):
         if key not in self._gauges:
             from ray.util.metrics import Gauge
 
             self._gauges[key] = Gauge(
                 _gauge_name(self.stage, key),
                 description=f"longctx {self.stage} {key}",
-                tag_keys=tuple(sorted(self.tags)),
+                tag_keys=tag_keys,
             )
         return self._gauges[key]
 
-    def _to_gauges(self, values: dict[str, float]) -> None:
+    def _to_gauges(self, values: dict[str, float], tags: dict[str, str]) -> None:
         if not self._gauges_on:
             return
         import ray
@@ -64,12 +70,16 @@ class Metrics:
         if not ray.is_initialized():
             return
         for key, value in values.items():
-            self._gauge(key).set(value, tags=self.tags)
+            self._gauge(key, tuple(sorted(tags))).set(value, tags=tags)
 
-    def log(self, values: dict[str, Any], step: int | None = None) -> None:
-        """Record one row: every sink gets it (log lines every `log_every` steps)."""
+    def log(
+        self, values: dict[str, Any], step: int | None = None, tags: dict[str, str] | None = None
+    ) -> None:
+        """Record one row: every sink gets it (log lines every `log_every` steps). `tags` label this row
+        (JSONL fields and gauge labels) on top of the instance's tags."""
         if not self.enabled:
             return
+        tags = {k: str(v) for k, v in (tags or {}).items()}
         numeric = {
             k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(float(v))
         }
@@ -77,6 +87,7 @@ class Metrics:
             "stage": self.stage,
             "time": time.time(),
             **({"step": step} if step is not None else {}),
+            **tags,
             **values,
         }
         if self.jsonl_path:
@@ -84,10 +95,10 @@ class Metrics:
                 fh.write(json.dumps(row, default=float) + "\n")
         if step is None or step % self.log_every == 0:
             shown = " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in {**tags, **values}.items()
             )
             logger.info("[%s]%s %s", self.stage, f" step {step}" if step is not None else "", shown)
-        self._to_gauges(numeric)
+        self._to_gauges(numeric, {**self.tags, **tags})
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

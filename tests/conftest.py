@@ -30,13 +30,13 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray runtime with 2 CPUs (resources in tests are sized fractionally, see STACK-NOTES)."""
+    """A real local Ray runtime with 2 CPUs (resources in tests are sized fractionally, see STACK-NOTES),
+    bound to 127.0.0.1 like every stage's local runtime (`longctx_core.runtime.ensure_ray`)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False
-        )
+    from longctx_core.runtime import ensure_ray
+
+    ensure_ray(local=True, num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray

@@ -1,0 +1,107 @@
+"""The one way every stage gets Ray: join the cluster it was given, else start a private loopback runtime.
+
+    ensure_ray()                                  # stage code: RAY_ADDRESS / `ray job submit` -> that cluster
+    ensure_ray(local=True, num_cpus=2, include_dashboard=False)   # tests: always a private local runtime
+
+Why not a plain `ray.init()`:
+- Locally it starts a runtime whose GCS, raylet, dashboard agent, runtime-env agent and workers listen on
+  all interfaces (only the dashboard stays on 127.0.0.1). Ray binds each server to loopback only when the
+  node's IP is 127.0.0.1, and it swaps a loopback node IP for the LAN address unless its single-node switch,
+  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, is set (`ray._private.services.get_node_ip_address` /
+  `resolve_ip_for_localhost`; the agents then bind 127.0.0.1 because `is_localhost(node_ip)`). Ray reads that
+  switch once, into `ray._private.ray_constants.ENABLE_RAY_CLUSTER`, when `ray` is first imported, which is
+  usually long before a stage starts Ray; so the local start sets both the environment variable (for every
+  process the runtime spawns) and the constant (for this process) around `ray.init`, and puts both back after.
+  `cluster/local/up.sh` does the same for `ray start` (`--node-ip-address=127.0.0.1` + the variable).
+- With no address, `ray.init()` also follows `/tmp/ray/ray_current_cluster` to whatever `ray start` cluster
+  ran last on the machine (another user's, a stale one, a `make cluster-up` head). A stage run without
+  RAY_ADDRESS therefore always starts its own runtime (`address="local"`); to run on the local head, submit
+  (`make submit`) or say so: `RAY_ADDRESS=127.0.0.1:6379 python -m ray_jobs.train ...`.
+- The same swap hits a driver joining a loopback address (`RAY_ADDRESS=127.0.0.1:6379`): `ray.init` would
+  dial the LAN address, where a loopback-only head does not listen, and wait for minutes; so joining a
+  loopback address turns the switch on as well. (A job submitted to the `make cluster-up` head inherits the
+  variable from the head, which up.sh starts with it.)
+Token authentication stays as Ray 2.60 sets it (on); nothing here turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+# Ray's single-node switch (ray._private.ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR): "0" keeps a loopback
+# node IP, so every server of the node binds to 127.0.0.1.
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback(address: str) -> bool:
+    """True for a `host:port` cluster address whose host is this machine's loopback (127.0.0.0/8, ::1,
+    localhost); False for `auto`, `ray://...` and every other host."""
+    if "://" in address or ":" not in address:
+        return False
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: not ours to resolve here
+        return False
+
+
+@contextlib.contextmanager
+def _single_node_switch():
+    """Ray's single-node switch on for the block, put back after: the environment variable (inherited by
+    every process Ray spawns meanwhile) and `ray_constants.ENABLE_RAY_CLUSTER` (read by this process's
+    `ray.init`, which would otherwise replace 127.0.0.1 by the LAN address: the node IP of a new runtime, and
+    the host of a loopback cluster address, whose GCS then cannot be reached)."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(SINGLE_NODE_ENV, None)
+        else:
+            os.environ[SINGLE_NODE_ENV] = saved_env
+
+
+def ensure_ray(local: bool | None = None, **local_init_kwargs) -> str:
+    """Make sure this process is connected to Ray; returns "existing", "cluster" or "local".
+
+    - Already initialised: nothing is done ("existing").
+    - `local` is None and RAY_ADDRESS is set (by the user, or by `ray job submit` for a job's driver):
+      `ray.init()` joins that cluster with no resource arguments (passing any there is a ValueError)
+      ("cluster"); a loopback address (a `make cluster-up` head: 127.0.0.1:6379) is kept as loopback.
+      `local_init_kwargs` are not used then.
+    - Otherwise (`local=True`, no RAY_ADDRESS, or RAY_ADDRESS=local): a new private runtime whose every
+      server listens on 127.0.0.1 only, token auth on, started with
+      `ray.init(address="local", **local_init_kwargs)` ("local").
+    """
+    import ray
+
+    if ray.is_initialized():
+        return "existing"
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if local is None and address and address != "local":
+        logger.info("joining the Ray cluster at RAY_ADDRESS=%s", address)
+        with _single_node_switch() if _loopback(address) else contextlib.nullcontext():
+            ray.init()
+        return "cluster"
+    # address="local": never RAY_ADDRESS nor ray_current_cluster (ray.init reads both for address=None).
+    kwargs = {"dashboard_host": LOOPBACK, **local_init_kwargs}
+    with _single_node_switch():
+        ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
+    node = ray._private.worker.global_worker.node
+    logger.info(
+        "started a local Ray runtime bound to %s (session %s)", node.node_ip_address, node.session_name
+    )
+    return "local"
