@@ -1,0 +1,209 @@
+"""Loss memory at Qwen's vocabulary: peak memory and tokens/s of the chunked cross-entropy vs full logits.
+
+    python -m bench.bench_loss_memory [--lengths 4096 8192 16384 32768] [--vocab 151936] [--hidden 896]
+                                      [--chunk-size 1024] [--threads 2] [--budget-fraction 0.6]
+
+One row of L tokens with every position labelled (the worst case: in long-context QA only the answer is
+labelled, and the chunked loss then skips the rest), hidden states [L, 896] that require grad, and the LM
+head a frozen fp32 `Linear(896 -> 151,936)` as under (Q)LoRA (Qwen2.5-0.5B's width and embedding rows).
+Forward + backward of the summed loss, two ways:
+- chunked: `longctx_core.losses.chunked_cross_entropy` (fp32 logits for `--chunk-size` rows at a time,
+  recomputed in backward), as the training loop runs it;
+- full logits: `F.cross_entropy(head(h).float(), y)`, what a stock `*ForCausalLM(labels=...)` does.
+
+Memory is the peak RSS delta, each (way, length) in a fresh spawned process: RSS is read once the head and
+inputs exist, then one step runs, and the kernel's high-water mark (`getrusage` ru_maxrss) minus that RSS is
+the step's memory. RSS because it counts every byte the process holds, torch's C++ allocator included, and
+it is what an OOM kill is decided on. Not tracemalloc: it sees only Python's allocator, and torch tensors are
+allocated in C++, invisible to it. Not the torch profiler: CPU memory events carry no peak, reconstructing
+one means replaying every allocation, and recording them slows every op. A fresh process per measurement
+keeps memory that an earlier step left in the allocator's free lists from hiding this step's needs.
+
+Full logits need about three [L, V] fp32 buffers at once (logits, log-softmax, their gradient in backward):
+19.9 GB each at 32k x 152k. A length whose prediction exceeds `--budget-fraction` of the machine's available
+memory is not run (it would OOM a shared machine) and is reported as skipped with its predicted GiB.
+
+Writes bench/results/loss_memory.json: `value` the chunked step GiB and `baseline` the full-logits step GiB
+at the longest length where both ran, `ratio` their quotient (the share of memory the chunked loss needs);
+every measurement is in `rows`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import resource
+import time
+
+from bench.common import command_line, print_table, write_result
+
+logger = logging.getLogger(__name__)
+
+GIB = 2**30
+FULL_LOGITS_COPIES = 3  # logits, log-softmax output, and a gradient of the same shape in backward
+
+
+def rss_gib() -> float:
+    """Resident set size of this process now (Linux /proc), GiB."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / GIB
+
+
+def available_gib() -> float:
+    """MemAvailable from /proc/meminfo, GiB (memory the kernel can give without swapping)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / GIB
+    raise RuntimeError("/proc/meminfo has no MemAvailable line")
+
+
+def predicted_full_gib(length: int, vocab: int) -> float:
+    """Predicted step memory of the full-logits loss: FULL_LOGITS_COPIES fp32 [length, vocab] buffers."""
+    return FULL_LOGITS_COPIES * length * vocab * 4 / GIB
+
+
+def measure(way: str, length: int, vocab: int, hidden: int, chunk_size: int, threads: int, seed: int) -> dict:
+    """Spawned-process entry: one forward + backward of the loss `way` ('chunked' | 'full') on one row of
+    `length` labelled tokens; returns {way, length, seconds, tokens_per_s, step_gib, loss, grad_norm}."""
+    import torch
+    import torch.nn.functional as F
+
+    from longctx_core.losses import chunked_cross_entropy
+
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(hidden, vocab, bias=False)
+    with torch.no_grad():
+        head.weight.normal_(0, 0.02, generator=gen)
+    head.weight.requires_grad_(False)  # frozen as under (Q)LoRA: only the hidden states get a gradient
+    h = torch.randn(length, hidden, generator=gen).requires_grad_(True)
+    y = torch.randint(0, vocab, (length,), generator=gen)
+    before = rss_gib()
+    t0 = time.perf_counter()
+    if way == "chunked":
+        loss = chunked_cross_entropy(h, head, y, chunk_size)
+    else:
+        loss = F.cross_entropy(head(h).float(), y, reduction="sum")
+    loss.backward()
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux reports KiB
+    return {
+        "way": way,
+        "length": length,
+        "seconds": seconds,
+        "tokens_per_s": length / seconds,
+        "step_gib": peak - before,
+        "loss": loss.item() / length,
+        "grad_norm": float(h.grad.norm()),
+    }
+
+
+def run_isolated(way: str, length: int, args) -> dict:
+    """`measure` in a fresh spawned process (its own peak RSS); returns its record."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        job = pool.submit(
+            measure, way, length, args.vocab, args.hidden, args.chunk_size, args.threads, args.seed
+        )
+        return job.result()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_loss_memory", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=[4096, 8192, 16384, 32768], help="tokens/row"
+    )
+    parser.add_argument("--vocab", type=int, default=151_936, help="LM-head rows (Qwen2.5's embedding)")
+    parser.add_argument("--hidden", type=int, default=896, help="hidden size (Qwen2.5-0.5B)")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="train.loss_chunk_size")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--budget-fraction",
+        type=float,
+        default=0.6,
+        help="skip full logits where their predicted memory exceeds this share of available memory",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    records, skipped = [], []
+    for length in sorted(args.lengths):
+        chunked = run_isolated("chunked", length, args)
+        logger.info("chunked  L=%d: %.2f s, %.3f GiB", length, chunked["seconds"], chunked["step_gib"])
+        records.append(chunked)
+        need, have = predicted_full_gib(length, args.vocab), available_gib()
+        if need > args.budget_fraction * have:
+            logger.warning(
+                "full logits L=%d skipped: predicted %.1f GiB > %.0f%% of %.1f GiB available",
+                length,
+                need,
+                100 * args.budget_fraction,
+                have,
+            )
+            skipped.append({"length": length, "predicted_gib": need, "available_gib": have})
+            continue
+        full = run_isolated("full", length, args)
+        logger.info("full     L=%d: %.2f s, %.3f GiB", length, full["seconds"], full["step_gib"])
+        full["predicted_gib"] = need
+        records.append(full)
+    by = {(r["way"], r["length"]): r for r in records}
+    rows = []
+    for length in sorted(args.lengths):
+        c, f = by[("chunked", length)], by.get(("full", length))
+        rows.append(
+            (
+                length,
+                c["step_gib"],
+                c["tokens_per_s"],
+                f["step_gib"] if f else "skipped",
+                f["tokens_per_s"] if f else "-",
+                predicted_full_gib(length, args.vocab),
+                (c["step_gib"] / f["step_gib"]) if f else "-",
+            )
+        )
+    print_table(
+        f"loss memory: vocab {args.vocab}, hidden {args.hidden}, chunk {args.chunk_size}, all tokens labelled, "
+        f"frozen fp32 head, {args.threads} threads, peak RSS delta per step",
+        rows,
+        (
+            "tokens",
+            "chunked GiB",
+            "chunked tok/s",
+            "full GiB",
+            "full tok/s",
+            "full predicted GiB",
+            "memory ratio",
+        ),
+    )
+    both = [length for length in sorted(args.lengths) if ("full", length) in by]
+    if not both:
+        raise RuntimeError("full logits fit in memory at none of the lengths; add a shorter one to compare")
+    at = both[-1]
+    c, f = by[("chunked", at)], by[("full", at)]
+    return write_result(
+        "loss_memory",
+        value=c["step_gib"],
+        unit=f"GiB peak RSS delta of one loss forward+backward at {at} tokens, chunked (baseline: full logits)",
+        baseline=f["step_gib"],
+        command=command_line("bench.bench_loss_memory", argv),
+        compared_at=at,
+        tokens_per_s_ratio=c["tokens_per_s"] / f["tokens_per_s"],
+        rows=records,
+        skipped_full_logits=skipped,
+        vocab=args.vocab,
+        hidden=args.hidden,
+        chunk_size=args.chunk_size,
+        threads=args.threads,
+        memory_measure="peak RSS delta (getrusage ru_maxrss minus RSS before the step), fresh process per row",
+    )
+
+
+if __name__ == "__main__":
+    main()
