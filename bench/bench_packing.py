@@ -9,13 +9,20 @@
    Both pack per `train.pack_window` window, as the training stream does (`estimate_packing`); baseline: one
    sample per row (what `train.packing=false` gives).
 2. Training tokens/s of the tiny demo model (4-bit QLoRA, the project's `PackedCausalLM`) over the same
-   mixed-length samples (256-2048 tokens): `--micro-batch` packed rows per micro-batch vs `--micro-batch`
-   samples per micro-batch padded to their longest (the same row count and row-length cap per step); both
-   in this process, alternating (`--repeats` passes each), each pass from the same initial weights, one
-   epoch over the samples; tokens/s is the mean over the passes.
+   composed samples of mixed lengths (targets uniform in 256-2048 tokens, rows of 2048; the composer cannot
+   go much shorter: a record's documents and question alone take ~200): `--micro-batch` packed rows per
+   micro-batch vs `--micro-batch` samples per micro-batch padded to their longest (the same row count and
+   row-length cap per step). Three layouts:
+   - packed, `longctx_packed` attention (causal SDPA per sample, no mask: `longctx_core.attention`);
+   - packed, `sdpa` with transformers' dense block-diagonal mask (the previous path, reported as a line);
+   - padded, `sdpa` (causal kernel, no mask).
+   All in this process, interleaved (A B C A B C ..., `--repeats` passes each), each pass from the same
+   initial weights, one epoch over the samples; tokens/s is the median over the passes, with its range.
+   Both packed layouts train on the same batches, so their per-step losses must agree (`loss_max_abs_diff`).
 
-Writes bench/results/packing.json: `value` the packed training tokens/s, `baseline` the padded tokens/s,
-`ratio` their quotient; the efficiencies are in `efficiency`.
+Writes bench/results/packing.json: `value` the packed (`longctx_packed`) training tokens/s, `baseline` the
+padded tokens/s, `ratio` their quotient; the dense-mask line is `train.packed_dense_mask`; the efficiencies
+are in `efficiency`; `load_average` is the 1-minute load before and after the timed passes.
 """
 
 from __future__ import annotations
@@ -122,13 +129,23 @@ def batches_padded(samples, batch: int, pad_id: int) -> list[dict]:
     return micro_batches([r.to_dict() for r in one_per_row(samples)], batch, pad_id)
 
 
-def mean_run(runs: list[dict]) -> dict:
-    """The first of `runs` (same batches each) with seconds and tokens/s averaged over all of them."""
+def median_run(runs: list[dict]) -> dict:
+    """The first of `runs` (same batches each) with seconds and tokens/s the median over all of them, and
+    tokens/s per run and its [min, max] range."""
+    speeds = [r["tokens_per_s"] for r in runs]
     return runs[0] | {
-        "seconds": sum(r["seconds"] for r in runs) / len(runs),
-        "tokens_per_s": sum(r["tokens_per_s"] for r in runs) / len(runs),
-        "tokens_per_s_runs": [r["tokens_per_s"] for r in runs],
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "tokens_per_s": statistics.median(speeds),
+        "tokens_per_s_runs": speeds,
+        "tokens_per_s_range": [min(speeds), max(speeds)],
     }
+
+
+LAYOUTS = {  # name -> (packed rows?, model.attn_implementation)
+    "packed": (True, "longctx_packed"),
+    "packed_dense_mask": (True, "sdpa"),
+    "padded": (False, "sdpa"),
+}
 
 
 def main(argv=None) -> dict:
@@ -149,7 +166,7 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--micro-batch", type=int, default=2, help="rows per micro-batch, both layouts")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed pass")
-    parser.add_argument("--repeats", type=int, default=2, help="timed passes per layout, alternating")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per layout, interleaved")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -164,22 +181,33 @@ def main(argv=None) -> dict:
     wide_eff = efficiency(wide, args.wide_capacity, window)
 
     lo, hi = args.train_tokens
-    tcfg = demo_config(
-        [f"data.target_tokens={{min: {lo}, max: {hi}}}", f"train.max_seq_len={hi}", "model.lora.dropout=0.0"]
-    )
+    train_overrides = [
+        f"data.target_tokens={{min: {lo}, max: {hi}}}",
+        f"train.max_seq_len={hi}",
+        "model.lora.dropout=0.0",
+    ]
+    tcfg = demo_config(train_overrides)
     mixed, _ = compose_samples(tcfg, args.train_samples)
     mixed_eff = efficiency([len(s) for s in mixed], hi, window)
     pad_id = 0  # labels are -100 on padding and nothing real attends to it: the id does not matter
-    layouts = {
-        "packed": batches_packed(mixed, hi, args.micro_batch, pad_id, tcfg.run.seed),
-        "padded": batches_padded(mixed, args.micro_batch, pad_id),
+    batches = {
+        True: batches_packed(mixed, hi, args.micro_batch, pad_id, tcfg.run.seed),
+        False: batches_padded(mixed, args.micro_batch, pad_id),
     }
-    # Alternate the layouts (A-B-A-B ...) so load drifting on a shared machine hits both alike.
-    runs = {name: [] for name in layouts}
+    cfgs = {
+        attn: demo_config([*train_overrides, f"model.attn_implementation={attn}"])
+        for _, attn in LAYOUTS.values()
+    }
+    # Interleave the layouts (A-B-C-A-B-C ...) so load drifting on a shared machine hits all alike.
+    runs = {name: [] for name in LAYOUTS}
+    load_before = os.getloadavg()[0]
     for _ in range(args.repeats):
-        for name, batches in layouts.items():
-            runs[name].append(plain_train(tcfg, batches, args.warmup))
-    packed, padded = (mean_run(runs[name]) for name in ("packed", "padded"))
+        for name, (packed_rows, attn) in LAYOUTS.items():
+            runs[name].append(plain_train(cfgs[attn], batches[packed_rows], args.warmup))
+    load_after = os.getloadavg()[0]
+    packed, dense, padded = (median_run(runs[name]) for name in LAYOUTS)
+    # Same batches, same initial weights: the two packed layouts must compute the same losses step by step.
+    loss_diff = max(abs(a - b) for a, b in zip(packed["losses"], dense["losses"], strict=True))
 
     print_table(
         "packing efficiency (real tokens / slot tokens), FFD per window as in training",
@@ -215,36 +243,45 @@ def main(argv=None) -> dict:
         f"training, tiny demo model (4-bit QLoRA), {len(mixed)} samples of {lo}-{hi} tokens",
         [
             (
-                f"packed rows, {args.micro_batch} per micro-batch",
-                packed["steps"],
-                packed["slot_tokens"],
-                packed["seconds"],
-                packed["tokens_per_s"],
-            ),
-            (
-                f"1 sample per row, {args.micro_batch} per micro-batch",
-                padded["steps"],
-                padded["slot_tokens"],
-                padded["seconds"],
-                padded["tokens_per_s"],
-            ),
+                f"{label}, {args.micro_batch} per micro-batch",
+                run["steps"],
+                run["slot_tokens"],
+                run["seconds"],
+                run["tokens_per_s"],
+                "{:.0f}-{:.0f}".format(*run["tokens_per_s_range"]),
+                run["tokens_per_s"] / padded["tokens_per_s"],
+            )
+            for label, run in (
+                ("packed rows, longctx_packed (per-sample SDPA)", packed),
+                ("packed rows, sdpa + dense block-diagonal mask", dense),
+                ("1 sample per row, sdpa (causal)", padded),
+            )
         ],
-        ("layout", "steps", "slot tokens", "seconds", "real tokens/s"),
+        ("layout", "steps", "slot tokens", "median s", "median real tokens/s", "range", "vs padded"),
+    )
+    print(
+        f"packed losses, longctx_packed vs dense mask: max |diff| {loss_diff:.2e}; "
+        f"{args.repeats} interleaved passes per layout; 1-min load average {load_before:.1f} -> {load_after:.1f}"
     )
     command = command_line("bench.bench_packing", argv)
     return write_result(
         "packing",
         value=packed["tokens_per_s"],
-        unit="training tokens/s, packed (tiny model, CPU)",
+        unit="training tokens/s, packed rows with longctx_packed attention (tiny model, CPU, median)",
         baseline=padded["tokens_per_s"],
         command=command,
         efficiency={"demo": demo_eff, "mixed": mixed_eff, "wide_1k_32k": wide_eff},
         train={
             "packed": packed,
+            "packed_dense_mask": dense,
             "padded": padded,
+            "ratio_dense_mask": dense["tokens_per_s"] / padded["tokens_per_s"],
+            "loss_max_abs_diff": loss_diff,
             "micro_batch": args.micro_batch,
             "target_tokens": [lo, hi],
+            "repeats": args.repeats,
         },
+        load_average=[load_before, load_after],
     )
 
 
