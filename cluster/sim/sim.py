@@ -1,0 +1,309 @@
+"""`make cluster-sim`: the demo pipeline on a local autoscaling cluster of simulated nodes, and its timeline.
+
+    python cluster/sim/sim.py [dotted.key=value ...] [--config PRESET] [--artifacts DIR] [--no-browser]
+    make cluster-sim ARGS="train.max_steps=6"
+
+1. Start a head (cluster/local/up.sh: token auth, 127.0.0.1 only, CPU 0 like the launcher head) with Ray's
+   fake multi-node autoscaler and worker node types read from cluster/aws.yaml (fakecluster.py): the CPU
+   pool for synthesis and the "GPU" pool for training, both from zero, released after --idle-timeout-s.
+2. Check the config against those node types and submit the pipeline with `ray job submit`
+   (cluster/local/submit.py's building blocks; the same checks as `submit.py --cluster-yaml`). The training
+   workers ask for the GPU pool's custom resource (train.accelerator_resource), the run folder is declared
+   shared (run.shared_storage: every simulated node shares this disk).
+3. While it runs, every couple of seconds: nodes per type (State API), the cluster's listening sockets, and
+   the project's gauges from every node's Prometheus endpoint; a dashboard screenshot of the nodes while
+   training has the cluster scaled up, and one of the Jobs page once the job SUCCEEDED (headless Chromium).
+4. Wait for the autoscaler to bring the workers back to zero, print the timeline, write it with the
+   screenshots to <run folder>/cluster_sim/, and stop the cluster (only its own processes; never `ray stop`).
+
+Exit status 0 when the job SUCCEEDED, the workers returned to zero and nothing listened beyond loopback;
+2 with one line for a config the cluster cannot run (nothing is started); 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+for _path in (REPO, REPO / "cluster" / "local", HERE):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import browser  # noqa: E402
+import fakecluster  # noqa: E402
+import watch  # noqa: E402
+from ray.util.state.exception import RayStateApiException  # noqa: E402
+from submit import _ray_cli, build_submission, submit  # noqa: E402
+
+from longctx_core.cli import fail  # noqa: E402
+from longctx_core.cluster_checks import ClusterSpec  # noqa: E402
+from longctx_core.config import ConfigError  # noqa: E402
+
+logger = logging.getLogger("longctx.cluster_sim")
+
+DEFAULT_CONFIG = "ray_jobs/configs/demo_cpu.yaml"
+LAUNCHER_YAML = REPO / "cluster" / "aws.yaml"
+# The demo preset shrunk so the whole run, node start-ups included, takes minutes on 2 cores; ARGS override.
+SMOKE = [
+    "data.num_samples=32",  # enough work that both synthesis actors (one per CPU node) get some
+    "data.target_tokens={min: 600, max: 1000}",
+    "train.max_steps=4",
+    "train.checkpoint_every=2",
+    "train.cpus_per_worker=0.5",  # a share of a 1-CPU simulated node (the default asks for up to 8)
+    "eval.qa.num_questions=2",
+    "eval.qa.positions=[0.0, 1.0]",
+    "eval.length_factors=[1.0]",
+    "eval.passkey.depths=[0.5]",
+    "eval.perplexity.num_sequences=1",
+    "eval.max_new_tokens=16",
+]
+RUN_FILES = (
+    "config.yaml",
+    "data/stats.json",
+    "data/train",
+    "train/metrics.jsonl",
+    "train/adapter/adapter_config.json",
+    "eval/metrics.json",
+    "eval/report.md",
+    "report.md",
+)
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# The job's code, in place: every simulated node shares this disk, so the checkout is already "on every node"
+# (Ray's local:// working dir). An uploaded package would be unpacked by each node's runtime-env agent into
+# the one session dir all simulated nodes share, and Ray re-unpacks it in place (overwrite) on every node that
+# joins: the directory the earlier nodes' workers run in vanishes under them (measured: the synthesis actors
+# died with FileNotFoundError from os.getcwd()). A real cluster gives each node its own disk; the upload path
+# itself is exercised by make submit (tests/cluster/test_cluster_pipeline_e2e.py).
+WORKING_DIR = f"local://{REPO}"
+
+
+def job_info(dashboard: str, token: str, job_id: str) -> dict:
+    """The job API's record of `job_id` ({} while it is not known yet)."""
+    req = urllib.request.Request(
+        f"{dashboard}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+
+
+def job_logs(dashboard: str, token: str, job_id: str) -> str:
+    req = urllib.request.Request(
+        f"{dashboard}/api/jobs/{job_id}/logs", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read()).get("logs", "")
+    except (urllib.error.URLError, OSError, ValueError):
+        return ""
+
+
+def run_missing(run_dir: Path) -> list[str]:
+    """The run-folder entries (DESIGN.md's layout) that are absent."""
+    missing = [rel for rel in RUN_FILES if not (run_dir / rel).exists()]
+    if "data/train" not in missing and not list((run_dir / "data" / "train").glob("*.parquet")):
+        missing.append("data/train/*.parquet")
+    return missing
+
+
+class Shooter:
+    """Dashboard screenshots in a background thread, so the timeline keeps sampling meanwhile."""
+
+    def __init__(self, head: fakecluster.SimHead, out_dir: Path, enabled: bool) -> None:
+        self.head, self.out_dir, self.enabled = head, out_dir, enabled
+        self.shots: list[dict] = []
+        self.errors: list[str] = []
+        self.threads: list[threading.Thread] = []
+
+    def take(self, pages: list[browser.Page]) -> None:
+        if not self.enabled:
+            return
+
+        def work() -> None:
+            try:
+                self.shots += browser.shoot(self.head.dashboard, self.head.token, pages, self.out_dir)
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                self.errors.append(f"{[p.name for p in pages]}: {exc}")
+                logger.warning("dashboard screenshot failed: %s", exc)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self, timeout: float = 180.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def run_sim(ns: argparse.Namespace) -> int:
+    """Everything after argument parsing; returns the exit status."""
+    base = Path(tempfile.mkdtemp(prefix="lcx-sim-", dir="/tmp"))  # short: Ray's socket paths live below it
+    given = dict(o.split("=", 1) for o in ns.overrides if "=" in o)
+    storage = Path(given.get("run.storage_path", ns.storage)).resolve()
+    run_name = given.get("run.name", ns.run_name)
+    job_id = f"lcx-sim-{uuid.uuid4().hex[:8]}"
+    types = fakecluster.sim_node_types(LAUNCHER_YAML)
+    overrides = [
+        f"run.name={run_name}",
+        f"run.storage_path={storage}",
+        f"run.shared_storage=[{storage}]",  # every simulated node shares this disk
+        f"train.accelerator_resource={fakecluster.SIM_ACCELERATOR}",
+        *(SMOKE if not ns.full else []),
+        *ns.overrides,
+    ]
+    # Check everything before starting a cluster: the node types are known from the launcher YAML already.
+    spec_path = base / "node-types.yaml"
+    spec_path.write_text(
+        json.dumps(fakecluster.fake_cluster_config(types, "127.0.0.1:0", ns.idle_timeout_s), indent=1)
+    )
+    cluster = ClusterSpec.from_launcher_yaml(spec_path)
+    try:
+        build_submission("pipeline", ns.config, overrides, "http://127.0.0.1:8265", dict(os.environ), cluster)
+    except ConfigError as exc:
+        fail("cluster-sim", str(exc), 2)
+    run_dir = storage / run_name
+    art = Path(ns.artifacts).resolve() if ns.artifacts else run_dir / "cluster_sim"
+    art.mkdir(parents=True, exist_ok=True)
+
+    logger.info("starting the simulated cluster (node types from %s) ...", LAUNCHER_YAML.relative_to(REPO))
+    t_start = time.time()
+    head = fakecluster.start_head(LAUNCHER_YAML, base / "ray", ns.idle_timeout_s, dict(os.environ))
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(head.token_path)})  # State API
+    logger.info(
+        "head up in %.0f s: %s (token auth on, 127.0.0.1 only)", time.time() - t_start, head.dashboard
+    )
+    shooter = Shooter(head, art, ns.browser)
+    status, done_at, zero_at, summary = "NOT SUBMITTED", None, None, {}
+    try:
+        sub = build_submission(
+            "pipeline",
+            ns.config,
+            overrides,
+            head.dashboard,
+            dict(os.environ),
+            ClusterSpec.from_launcher_yaml(head.config_path),
+        )
+        # Ray Train's placement-group cleaner calls ray.init() with no address; with other Ray instances on
+        # this machine it cannot tell which is its own (measured: "Found multiple active Ray instances").
+        sub.runtime_env.setdefault("env_vars", {})["RAY_ADDRESS"] = head.gcs_address
+        w = watch.Watcher(head.temp_dir, head.dashboard, types["workers"])
+        w.poll()
+        t0 = w.t0 = time.time()
+        code = submit(sub, _ray_cli(), job_id, no_wait=True, working_dir=WORKING_DIR)
+        if code != 0:
+            raise RuntimeError(f"ray job submit exited with {code}")
+        logger.info("submitted %s; sampling the cluster every %.0f s", job_id, ns.every_s)
+        nodes_shot = False
+        gpu_type = next(
+            n for n, t in types["workers"].items() if fakecluster.SIM_ACCELERATOR in t["resources"]
+        )
+        while True:
+            try:
+                counts = w.poll()
+            except (RayStateApiException, OSError) as exc:  # a busy dashboard: no sample this time
+                logger.warning("sample skipped: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                counts = None
+            workers = None if counts is None else sum(v for k, v in counts.items() if k != "head")
+            if counts and not nodes_shot and counts.get(gpu_type, 0) >= 2:
+                nodes_shot = True  # training has the GPU pool scaled up: photograph the nodes now
+                shooter.take([browser.Page("cluster_nodes", "#/cluster", ["ALIVE"])])
+            if done_at is None:
+                status = job_info(head.dashboard, head.token, job_id).get("status", status)
+                if status in TERMINAL:
+                    done_at = time.time()
+                    logger.info("job %s after %.0f s; waiting for scale-down", status, done_at - t0)
+                    w.scrape()
+                    shooter.take([browser.Page("jobs", "#/jobs", [job_id, status])])
+                elif time.time() - t0 > ns.timeout_s:
+                    logger.error(
+                        "job still %s after %.0f s; giving up (it stops with the cluster)",
+                        status,
+                        ns.timeout_s,
+                    )
+                    break
+            elif workers == 0:
+                zero_at = time.time()
+                break
+            elif time.time() - done_at > ns.idle_timeout_s + ns.scale_down_grace_s:
+                logger.error("workers still up %.0f s after the job ended: %s", time.time() - done_at, counts)
+                break
+            time.sleep(ns.every_s)
+        shooter.wait()
+        w.finish()
+        (art / "job.log").write_text(job_logs(head.dashboard, head.token, job_id))
+        summary = {
+            "job": {
+                "id": job_id,
+                "status": status,
+                "seconds": round(done_at - t0, 1) if done_at else None,
+            },
+            "types": list(types["workers"]),
+            "node_types": types,
+            "samples": w.samples,
+            "max_alive": w.max_alive(),
+            "nodes": w.node_records(),
+            "placement": w.placement(),
+            "actors": w.actors,
+            "gauges": w.gauges,
+            "sockets_seen": len(w.sockets),
+            "exposed_sockets": sorted(w.exposed),
+            "rendezvous_sockets": sorted(w.rendezvous),
+            "scaled_to_zero": zero_at is not None,
+            "zero_at_s": round(zero_at - t0, 1) if zero_at else None,
+            "screenshots": shooter.shots,
+            "screenshot_errors": shooter.errors,
+            "run_dir": str(run_dir),
+            "run_missing": run_missing(run_dir),
+            "dashboard": head.dashboard,
+        }
+    finally:
+        stopped = fakecluster.stop_head(head)
+        logger.info("stopped the simulated cluster (%d processes)", stopped)
+    (art / "timeline.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(watch.render(summary), flush=True)
+    print(f"\ntimeline and screenshots: {art}", flush=True)
+    ok = status == "SUCCEEDED" and summary["scaled_to_zero"] and not summary["exposed_sockets"]
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make cluster-sim", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides (after the sim's own)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"preset (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--storage", default=str(REPO / "runs"), help="run.storage_path (default <repo>/runs)"
+    )
+    parser.add_argument("--run-name", default="cluster-sim", help="run.name (default cluster-sim)")
+    parser.add_argument(
+        "--artifacts", help="timeline + screenshots folder (default <run folder>/cluster_sim)"
+    )
+    parser.add_argument("--idle-timeout-s", type=float, default=20.0, help="autoscaler idle timeout")
+    parser.add_argument("--scale-down-grace-s", type=float, default=120.0, help="extra wait for zero workers")
+    parser.add_argument("--timeout-s", type=float, default=1200.0, help="give up on the job after this")
+    parser.add_argument("--every-s", type=float, default=2.0, help="sampling interval")
+    parser.add_argument("--no-browser", dest="browser", action="store_false", help="skip the screenshots")
+    parser.add_argument("--full", action="store_true", help="the preset as is, without the smoke sizes")
+    ns = parser.parse_intermixed_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if ns.browser and not browser.find_chromium():
+        logger.warning("no chromium on PATH: no dashboard screenshots (make setup-browser installs it)")
+        ns.browser = False
+    return run_sim(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Many nodes on one machine: `make cluster-sim` (cluster/sim/) on a clean copy of the tree, the one-line
+refusals of a config the cluster cannot run (longctx_core/cluster_checks.py through submit.py --cluster-yaml
+and the sim), and a node lost mid-training.
+
+The simulated cluster is Ray's fake multi-node provider: every node is a real raylet on this machine, started
+and stopped by the real autoscaler. Node types come from cluster/aws.yaml, scaled down (1 CPU each; the GPU
+pool offers a custom resource instead of GPUs). Each test's cluster has its own temp dir, token and free
+ports, and is stopped by its own tag (never `ray stop`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from longctx_core.cluster_checks import ClusterSpec, check_cluster, resource_requests
+from longctx_core.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+SIM = REPO / "cluster" / "sim"
+DEMO = "ray_jobs/configs/demo_cpu.yaml"
+AWS = REPO / "cluster" / "aws.yaml"
+sys.path[:0] = [str(SIM), str(REPO / "cluster" / "local")]
+
+import fakecluster  # noqa: E402
+import sim  # noqa: E402
+import watch  # noqa: E402
+
+GAUGES = (
+    "ray_longctx_train_loss",
+    "ray_longctx_train_tokens_per_s",
+    "ray_longctx_train_packing_efficiency",
+    "ray_longctx_synthesize_samples_per_second",
+)
+
+
+def _submit(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LONGCTX_RAY_TEMP_DIR": str(tmp_path / "ray")}
+    env.pop("RAY_API_SERVER_ADDRESS", None)
+    return subprocess.run(
+        ["bash", str(REPO / "cluster/local/submit.sh"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_line_error(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------- node types and the checks, no cluster
+
+
+def test_sim_node_types_mirror_the_launcher_yaml(tmp_path):
+    raw = yaml.safe_load(AWS.read_text())
+    types = fakecluster.sim_node_types(AWS)
+    launcher_workers = {k: v for k, v in raw["available_node_types"].items() if k != raw["head_node_type"]}
+    assert set(types["workers"]) == set(launcher_workers)
+    for name, spec in types["workers"].items():
+        real = launcher_workers[name]
+        assert spec["min_workers"] == real["min_workers"] == 0  # both pools scale from zero
+        assert 2 <= spec["max_workers"] <= real["max_workers"]
+        assert spec["resources"]["CPU"] == 1
+        assert (fakecluster.SIM_ACCELERATOR in spec["resources"]) == ("GPU" in real["resources"])
+        assert "GPU" not in spec["resources"]  # no GPU on this machine: a custom resource stands in
+    config = fakecluster.fake_cluster_config(types, "127.0.0.1:1234", idle_timeout_s=30)
+    assert config["available_node_types"][fakecluster.FAKE_HEAD_TYPE]["resources"] == {"CPU": 0}
+    assert config["idle_timeout_minutes"] == 0.5 and config["provider"]["gcs_address"] == "127.0.0.1:1234"
+    # what the submit-side checks read from it: several nodes, a head that takes no task
+    (tmp_path / "sim.yaml").write_text(yaml.safe_dump(config))
+    spec = ClusterSpec.from_launcher_yaml(tmp_path / "sim.yaml")
+    assert spec.multi_node and [t.resources for t in spec.node_types if t.head] == [{"CPU": 0.0}]
+
+
+def test_requests_and_checks_against_the_real_launcher_yaml():
+    aws = ClusterSpec.from_launcher_yaml(AWS)
+    assert aws.multi_node and aws.shared_mounts == ["/mnt/shared"]
+    gpu = load_config(DEMO, ["train.use_gpu=true", "eval.use_gpu=true", "run.storage_path=/mnt/shared/runs"])
+    check_cluster(gpu, aws)  # the GPU pool holds 8 GPU workers and the CPU pool the actors
+    reqs = {r.what: r for r in resource_requests(gpu, "pipeline")}
+    assert reqs["training worker"].resources == {"CPU": 8.0, "GPU": 1.0}
+    assert reqs["synthesis actor"].resources == {"CPU": 1.0}
+    assert set(r.what for r in resource_requests(gpu, "synthesize")) == {"synthesis actor"}
+    with pytest.raises(ConfigError, match=r"train.num_workers.*need more than the cluster can hold"):
+        check_cluster(
+            load_config(DEMO, ["train.use_gpu=true", "train.num_workers=17", "run.storage_path=s3://b/r"]),
+            aws,
+        )
+
+
+def test_submit_refuses_a_request_no_node_type_offers(tmp_path):
+    res = _submit(
+        ["pipeline", DEMO, "run.storage_path=/mnt/shared/runs", "train.cpus_per_worker=500",
+         "--cluster-yaml", str(AWS), "--address", "http://127.0.0.1:9", "--dry-run"],
+        tmp_path,
+    )  # fmt: skip
+    line = _one_line_error(res)
+    assert "train.cpus_per_worker" in line and "CPU: 500" in line
+    assert "ray.worker.cpu {CPU: 32}" in line and "ray.worker.gpu {CPU: 192, GPU: 8}" in line
+    # the simulated GPU pool's resource does not exist on AWS: named with the node types
+    line = _one_line_error(
+        _submit(
+            [
+                "train",
+                DEMO,
+                "run.storage_path=/mnt/shared/runs",
+                f"train.accelerator_resource={fakecluster.SIM_ACCELERATOR}",
+                "--cluster-yaml",
+                str(AWS),
+                "--address",
+                "http://127.0.0.1:9",
+                "--dry-run",
+            ],
+            tmp_path,
+        )  # fmt: skip
+    )
+    assert (
+        fakecluster.SIM_ACCELERATOR in line
+        and "train.accelerator_resource" in line
+        and "ray.worker.gpu" in line
+    )
+
+
+@pytest.mark.parametrize(
+    "storage, ok",
+    [
+        ("runs", False),  # relative: each node would write its own copy
+        ("/home/me/runs", False),  # absolute, but a node's own disk
+        ("/mnt/shared/runs", True),  # under the YAML's bind-mounted shared file system
+        ("s3://bucket/runs", True),
+    ],
+)
+def test_submit_refuses_node_local_storage_on_a_multi_node_cluster(tmp_path, storage, ok):
+    args = ["pipeline", DEMO, f"run.storage_path={storage}", "--cluster-yaml", str(AWS)]
+    res = _submit([*args, "--address", "http://127.0.0.1:9", "--dry-run"], tmp_path)
+    if ok:
+        assert res.returncode == 0, res.stderr
+        assert f"run.storage_path={storage}" in res.stdout + res.stderr  # not rewritten to this laptop's disk
+    else:
+        line = _one_line_error(res)
+        assert line.startswith("longctx submit: error: run.storage_path:") and "/mnt/shared" in line
+
+
+def test_declared_shared_storage_and_single_node_heads():
+    aws = ClusterSpec.from_launcher_yaml(AWS)
+    cfg = load_config(DEMO, ["run.storage_path=/data/runs", "run.shared_storage=[/data]"])
+    check_cluster(cfg, aws)  # declared by the user
+    with pytest.raises(ConfigError, match=r"train.storage_path: /tmp/ckpt is on a node's own disk"):
+        check_cluster(load_config(DEMO, ["run.storage_path=/data/runs", "run.shared_storage=[/data]",
+                                         "train.storage_path=/tmp/ckpt"]), aws)  # fmt: skip
+    with pytest.raises(ConfigError, match="run.shared_storage"):
+        load_config(DEMO, ["run.shared_storage=[data]"])  # a mount is an absolute folder
+    single = ClusterSpec([c for c in aws.node_types if c.head], [], "one node")
+    check_storage_ok = load_config(DEMO, ["run.storage_path=runs"])
+    with pytest.raises(ConfigError, match="no node type"):
+        check_cluster(check_storage_ok, single)  # a CPU-0 head alone runs nothing...
+    assert not single.multi_node  # ...but its storage is never refused: one node, one disk
+
+
+def test_custom_accelerator_means_cpu_workers():
+    with pytest.raises(ConfigError, match="train.accelerator_resource.*use_gpu=false"):
+        load_config(DEMO, ["train.use_gpu=true", "train.accelerator_resource=longctx_sim_gpu"])
+    cfg = load_config(DEMO, ["train.accelerator_resource=longctx_sim_gpu"])
+    worker = next(r for r in resource_requests(cfg, "train") if r.what == "training worker")
+    assert worker.resources["longctx_sim_gpu"] == 1.0 and "GPU" not in worker.resources
+
+
+def test_sim_refuses_before_starting_any_cluster(tmp_path):
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, str(SIM / "sim.py"), "train.cpus_per_worker=2", "--storage", str(tmp_path / "runs"), "--no-browser"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    line = _one_line_error(res)
+    assert line.startswith("longctx cluster-sim: error: train.num_workers")
+    assert "CPU: 2" in line and "ray.worker.gpu" in line
+    assert not list(Path("/tmp").glob("lcx-sim-*/ray/session_latest")) or time.monotonic() - t0 < 60
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+# ---------------------------------------------------------------- the whole of make cluster-sim
+
+
+def _clean_copy(dest: Path) -> Path:
+    """The working tree as a fresh clone has it (tracked + untracked-but-not-ignored files; no runs/, caches
+    or Ray temp dirs), sharing this checkout's .venv. Timestamps are kept so make does not reinstall."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / ".venv").symlink_to(REPO / ".venv")
+    return dest
+
+
+@pytest.mark.timeout(1500)
+def test_make_cluster_sim_on_a_clean_clone():
+    base = Path(tempfile.mkdtemp(prefix="lcx-simt-", dir="/tmp"))
+    clone = _clean_copy(base / "clone")
+    runs, art, name = base / "runs", base / "artifacts", f"sim-{uuid.uuid4().hex[:6]}"
+    args = f"--storage {runs} --artifacts {art} --run-name {name}"
+    t0 = time.monotonic()
+    res = subprocess.run(
+        ["make", "cluster-sim", f"ARGS={args}"], cwd=clone, capture_output=True, text=True, timeout=1400
+    )
+    wall = time.monotonic() - t0
+    out = res.stdout[-8000:] + res.stderr[-4000:]
+    print(f"make cluster-sim: exit {res.returncode} after {wall:.0f} s\n{res.stdout[-6000:]}")
+    summary = json.loads((art / "timeline.json").read_text())
+    assert res.returncode == 0, out
+
+    # ≥ 2 worker nodes started from zero, and back to zero at the end
+    first, last = summary["samples"][0]["counts"], summary["samples"][-1]["counts"]
+    types = summary["types"]
+    assert sum(first[t] for t in types) == 0, summary["samples"][:3]
+    assert sum(summary["max_alive"].values()) >= 2, summary["max_alive"]
+    assert summary["scaled_to_zero"] and sum(last[t] for t in types) == 0, summary["samples"][-3:]
+    gpu_type = next(
+        t
+        for t, s in summary["node_types"]["workers"].items()
+        if fakecluster.SIM_ACCELERATOR in s["resources"]
+    )
+    cpu_type = next(t for t in types if t != gpu_type)
+    workers = [n for n in summary["nodes"] if n["type"] in types]
+    assert len(workers) >= 2 and all(n["state"] == "DEAD" for n in workers)
+
+    # synthesis on > 1 CPU-pool node, training on > 1 GPU-pool node
+    place = summary["placement"]
+    synth, train = place["synthesis actor"], place["training worker"]
+    assert len(synth["nodes"]) >= 2 and set(synth["types"]) == {cpu_type}, synth
+    assert len(train["nodes"]) >= 2 and set(train["types"]) == {gpu_type}, train
+
+    # the job and its run folder
+    assert summary["job"]["status"] == "SUCCEEDED"
+    run = runs / name
+    assert summary["run_missing"] == [] and (run / "train" / "adapter" / "adapter_config.json").is_file()
+    assert list((run / "data" / "train").glob("*.parquet")) and (run / "eval" / "report.md").is_file()
+    assert (run / "report.md").is_file()
+
+    # nothing listened beyond loopback (every process of the head and of each simulated node)
+    assert summary["sockets_seen"] > 5 and summary["exposed_sockets"] == []
+
+    # the project's gauges, scraped from the running cluster, carry this run's values
+    gauges = summary["gauges"]
+    for gauge in GAUGES:
+        assert gauge in gauges, sorted(gauges)
+        assert f'run="{name}"' in gauges[gauge]["labels"] and math.isfinite(gauges[gauge]["value"])
+    losses = [
+        r["loss"]
+        for r in map(json.loads, (run / "train" / "metrics.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
+    assert any(abs(gauges["ray_longctx_train_loss"]["value"] - x) < 1e-4 * max(1, abs(x)) for x in losses)
+
+    # the dashboard as a person sees it (when chromium is installed: make setup-browser)
+    from browser import find_chromium
+
+    if find_chromium():
+        shots = {s["page"]: s for s in summary["screenshots"]}
+        assert set(shots) == {"jobs", "cluster_nodes"}, summary["screenshot_errors"]
+        for shot in shots.values():
+            assert Path(shot["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot["ok"], shot
+        assert summary["job"]["id"] in Path(shots["jobs"]["html"]).read_text()
+        nodes_html = Path(shots["cluster_nodes"]["html"]).read_text()
+        assert nodes_html.count("ALIVE") >= 3  # the head and at least two workers while scaled up
+    print(f"cluster-sim test: {wall:.0f} s, peak workers {summary['max_alive']}")
+
+
+# ---------------------------------------------------------------- a node lost mid-training
+
+
+def _gpu_pool_raylets(temp_dir: Path) -> list[psutil.Process]:
+    """Raylets of this cluster's GPU-pool nodes (their resource list names the simulated accelerator)."""
+    import headctl
+
+    out = []
+    for proc in headctl.head_processes(str(temp_dir)):
+        try:
+            if proc.name() == "raylet" and fakecluster.SIM_ACCELERATOR in " ".join(proc.cmdline()):
+                out.append(proc)
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_node_lost_mid_training_is_survived(monkeypatch):
+    from submit import _ray_cli, build_submission, submit
+
+    from longctx_core.metrics import read_jsonl
+
+    base = Path(tempfile.mkdtemp(prefix="lcx-loss-", dir="/tmp"))
+    # steps take seconds once training runs: enough of them that the kill lands mid-run
+    runs, name, steps = base / "runs", "node-loss", 24
+    head = fakecluster.start_head(AWS, base / "ray", idle_timeout_s=20, environ=dict(os.environ))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the State API and `ray job submit` of this head
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(head.token_path))
+    job_id = f"lcx-loss-{uuid.uuid4().hex[:6]}"
+    try:
+        overrides = [
+            f"run.name={name}", f"run.storage_path={runs}", f"run.shared_storage=[{runs}]",
+            f"train.accelerator_resource={fakecluster.SIM_ACCELERATOR}", "train.cpus_per_worker=0.5",
+            "data.num_samples=24", "data.target_tokens={min: 600, max: 1000}",
+            f"train.max_steps={steps}", "train.checkpoint_every=2", "train.max_failures=3",
+        ]  # fmt: skip
+        sub = build_submission(
+            "pipeline",
+            DEMO,
+            overrides,
+            head.dashboard,
+            dict(os.environ),
+            ClusterSpec.from_launcher_yaml(head.config_path),
+        )
+        sub.runtime_env.setdefault("env_vars", {})["RAY_ADDRESS"] = head.gcs_address  # as sim.py does
+        # data first, then training alone: the test is about training
+        sub.entrypoint[2] = "ray_jobs.synthesize"
+        assert submit(sub, _ray_cli(), job_id + "-data", no_wait=False, working_dir=sim.WORKING_DIR) == 0
+        sub.entrypoint[2] = "ray_jobs.train"
+        assert submit(sub, _ray_cli(), job_id, no_wait=True, working_dir=sim.WORKING_DIR) == 0
+        metrics = runs / name / "train" / "metrics.jsonl"
+        w = watch.Watcher(head.temp_dir, head.dashboard, fakecluster.sim_node_types(AWS)["workers"])
+        killed_at, killed_nodes, end = None, [], time.time() + 1500
+        while time.time() < end:
+            w.poll()
+            rows = read_jsonl(metrics)
+            step = max((r.get("step", 0) for r in rows if "loss" in r), default=0)
+            if killed_at is None and step >= 3:  # past the step-2 checkpoint: kill one training node's raylet
+                victims = _gpu_pool_raylets(head.temp_dir)
+                assert len(victims) == 2, victims
+                killed_nodes = [
+                    n for n, t in w.node_type.items() if t != "head" and w.nodes[n]["state"] == "ALIVE"
+                ]
+                victims[0].kill()
+                killed_at = time.time()
+            info = sim.job_info(head.dashboard, head.token, job_id)
+            if info.get("status") in ("SUCCEEDED", "FAILED", "STOPPED"):
+                break
+            time.sleep(2)
+        w.finish()
+    finally:
+        fakecluster.stop_head(head)
+    assert killed_at is not None, "training never reached step 3"
+    assert info["status"] == "SUCCEEDED", info
+    rows = read_jsonl(metrics)
+    starts = [r for r in rows if r.get("event") == "start"]
+    assert len(starts) >= 2 and starts[-1]["resumed_from_step"] >= 2, starts  # restarted from a checkpoint
+    assert max(r["step"] for r in rows if "loss" in r) == steps
+    # the restarted workers ran on a node started after the kill
+    train_nodes = {a["node_id"] for a in w.actors if a["kind"] == "training worker"}
+    new_nodes = {n["node_id"] for n in w.node_records() if n["up_s"] and n["up_s"] + w.t0 > killed_at}
+    assert train_nodes & new_nodes, (train_nodes, new_nodes, killed_nodes)
