@@ -10,6 +10,8 @@ STAGE ?= pipeline
 PYTEST_ARGS ?=
 # Dotted overrides for make repro / repro-base, e.g. REPRO_ARGS=repro.allow_weak_base=true
 REPRO_ARGS ?=
+# Dotted overrides (and submit.py flags) for make submit, e.g. ARGS="train.max_steps=4 --no-wait"
+ARGS ?=
 # Reproducible, offline-safe defaults (no hub at run time here; one tokenizer per Ray actor).
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -17,7 +19,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export LONGCTX_CACHE_DIR ?= $(CURDIR)/.cache/longctx
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test lint format bench bench-gpu repro repro-base cluster-up cluster-down submit clean
+.PHONY: setup setup-browser demo test lint format bench bench-gpu repro repro-base cluster-up cluster-down submit cluster-sim clean
 
 setup: $(STAMP)
 
@@ -31,7 +33,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 demo: setup
 	$(PY) -m ray_jobs.pipeline --config $(CONFIG)
 
-test: setup
+test: setup setup-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -61,7 +63,22 @@ cluster-down:
 	bash cluster/local/down.sh
 
 submit: setup
-	bash cluster/local/submit.sh $(STAGE) $(CONFIG)
+	bash cluster/local/submit.sh $(STAGE) $(CONFIG) $(ARGS)
+
+# A local autoscaling cluster of simulated nodes (node types from cluster/aws.yaml) running the demo job, with
+# its timeline; ARGS as for make submit (dotted overrides, cluster/sim/sim.py flags).
+cluster-sim: setup
+	$(PY) cluster/sim/sim.py --config $(CONFIG) $(ARGS)
+
+# Headless Chromium (Debian package) for the dashboard screenshots of make cluster-sim. Idempotent; installs
+# only as root with apt-get, otherwise says so and the screenshots are skipped.
+setup-browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "setup-browser: installing chromium (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+	    || echo "setup-browser: chromium install failed; dashboard screenshots will be skipped"; \
+	else echo "setup-browser: no chromium and not root with apt-get; dashboard screenshots will be skipped"; fi
 
 clean:
 	rm -rf runs .cache .pytest_cache

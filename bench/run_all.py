@@ -44,8 +44,13 @@ BENCHMARKS = {
             "1",
         ],
     ),
+    "import": ("bench.bench_import", ["--rows", "200", "--files", "2"]),
     "overhead": ("bench.bench_overhead", ["--samples", "6", "--steps", "2", "--warmup", "1"]),
     "longctx": ("bench.bench_longctx", ["--multiples", "1", "2", "--steps", "1", "--warmup", "0"]),
+    "loss_memory": (
+        "bench.bench_loss_memory",
+        ["--lengths", "512", "2048", "--vocab", "16384", "--hidden", "32", "--chunk-size", "128"],
+    ),
 }
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ from data_gen.records import Document, Malformed, QARecord
 from data_gen.seeding import derive_seed, rng_for
 from data_gen.sources import check_source, iter_records
 from data_gen.split import split_of
+from data_gen.validate import validate_row
 from longctx_core.errors import LongctxError
+from longctx_core.runtime import ensure_ray
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +118,12 @@ def prepare_records(cfg, tok) -> Prepared:
         try:
             valid.append((item, locate_evidence(item)))
         except EvidenceError as exc:
-            prep.quarantine.append(
-                Malformed(
-                    exc.reason,
-                    exc.detail,
-                    item.source,
-                    item.id,
-                    json.dumps(item.to_dict(), ensure_ascii=False)[:2000],
-                )
-            )
+            prep.quarantine.append(_bad_record(exc.reason, exc.detail, item))
+        except MemoryError:
+            raise
+        except Exception as exc:  # a bug on one record must not stop the stage: quarantine it, visibly
+            logger.warning("record %s: unexpected %s", item.id, describe_exception(exc))
+            prep.quarantine.append(_bad_record("evidence_exception", describe_exception(exc), item))
     if not valid:
         raise LongctxError(
             f"data.source: no usable record among {prep.read} read ({_reasons(prep.quarantine)})"
@@ -137,7 +137,14 @@ def prepare_records(cfg, tok) -> Prepared:
     lo = data.target_bounds()[0]
     overhead = {lang: _base_overhead(tok, lang) for lang in ("en", "zh")}
     for rec, ev in valid:
-        cost = _record_cost(tok, rec, ev, counts)
+        try:
+            cost = _record_cost(tok, rec, ev, counts)
+        except MemoryError:
+            raise
+        except Exception as exc:  # e.g. a tokenizer failing on one record's text
+            logger.warning("record %s: unexpected %s", rec.id, describe_exception(exc))
+            prep.quarantine.append(_bad_record("tokenize_exception", describe_exception(exc), rec))
+            continue
         if cost + overhead[rec.lang] > lo - token_tolerance(lo):
             detail = f"{cost} tokens of gold documents and turn > smallest target {lo} minus tolerance"
             prep.quarantine.append(
@@ -150,6 +157,11 @@ def prepare_records(cfg, tok) -> Prepared:
     for name, pool_docs in (("train", train_docs), ("eval", docs)):
         prep.pools[name] = (pool_docs, [doc_lang[d] for d in pool_docs], [counts[d] for d in pool_docs])
     return prep
+
+
+def _bad_record(reason: str, detail: str, rec: QARecord) -> Malformed:
+    """A quarantine row for a parsed record that cannot be used (the record itself is the raw text)."""
+    return Malformed(reason, detail, rec.source, rec.id, json.dumps(rec.to_dict(), ensure_ascii=False)[:2000])
 
 
 def heldout_records(cfg, tok) -> tuple[list[tuple[QARecord, Evidence]], DocPool]:
@@ -229,46 +241,69 @@ class ComposeSettings:
     source: str
 
 
-def compose_task(task: dict, tok, pools: dict[str, DocPool], settings: ComposeSettings) -> dict:
-    """Compose one planned sample; returns {index, split, row (JSON) | None, error (reason/detail JSON),
-    started, finished (wall-clock seconds, for throughput measurements)}."""
-    started = time.time()
+def describe_exception(exc: BaseException) -> str:
+    """`ExcType: message [at file.py:line in function]` (innermost frame): the quarantine detail of an
+    unexpected exception, enough to find the bug without a traceback."""
+    text = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" [at {Path(last.filename).name}:{last.lineno} in {last.name}]"
+    return text
+
+
+def _sample_problem(task: dict, tok, pools, settings: ComposeSettings, sid: str) -> tuple[dict | None, dict]:
+    """(row, {}) for a sound sample, or (None, {reason, detail}) for one that cannot or must not be written."""
     records = [QARecord.from_dict(r) for r in task["records"]]
     evidences = [Evidence.from_json(e) for e in task["evidence"]]
-    sid = f"{task['split']}-{settings.run_seed}-{task['index']:06d}"
-    try:
-        sample = compose_sample(
-            records,
-            pools[task["split"]],
-            tok,
-            target_tokens=task["target"],
-            answer_style=task["style"],
-            positions=settings.positions,
-            seed=task["seed"],
-            sample_id=sid,
-            max_tokens=settings.max_tokens,
-            evidences=evidences,
-            run_seed=settings.run_seed,
-        )
-    except (ComposeError, EvidenceError) as exc:
-        err = {
-            "reason": exc.reason,
-            "detail": exc.detail,
-            "location": sid,
-            "records": [r.id for r in records],
-        }
-        out = {"index": task["index"], "split": task["split"], "row": None, "error": json.dumps(err)}
-        return out | {"started": started, "finished": time.time()}
+    sample = compose_sample(
+        records,
+        pools[task["split"]],
+        tok,
+        target_tokens=task["target"],
+        answer_style=task["style"],
+        positions=settings.positions,
+        seed=task["seed"],
+        sample_id=sid,
+        max_tokens=settings.max_tokens,
+        evidences=evidences,
+        run_seed=settings.run_seed,
+    )
     row = sample.to_row()
     row["meta"]["split"] = task["split"]
-    return {
-        "index": task["index"],
-        "split": task["split"],
-        "row": json.dumps(row, ensure_ascii=False),
-        "error": None,
-        "started": started,
-        "finished": time.time(),
-    }
+    # The composer's promises (verbatim quotes, positions in range...) are checked before a row is written,
+    # so a composer bug shows up as quarantined samples instead of silently wrong training data.
+    problems = validate_row(row)
+    if problems:
+        return None, {"reason": "invalid_sample", "detail": "; ".join(problems)[:1000]}
+    return row, {}
+
+
+def compose_task(task: dict, tok, pools: dict[str, DocPool], settings: ComposeSettings) -> dict:
+    """Compose one planned sample; returns {index, split, row (JSON) | None, error (reason/detail JSON),
+    started, finished (wall-clock seconds, for throughput measurements)}.
+
+    Never raises for one bad sample (only MemoryError, KeyboardInterrupt and SystemExit pass): a
+    ComposeError/EvidenceError keeps its reason, a row failing `validate_row` is `invalid_sample`, and any
+    other exception is `compose_exception` with `describe_exception` as detail, so one sample's bug is
+    quarantined and counted instead of killing the Ray job."""
+    started = time.time()
+    sid = f"{task['split']}-{settings.run_seed}-{task['index']:06d}"
+    try:
+        row, err = _sample_problem(task, tok, pools, settings, sid)
+    except (ComposeError, EvidenceError) as exc:
+        row, err = None, {"reason": exc.reason, "detail": exc.detail}
+    except MemoryError:
+        raise
+    except Exception as exc:  # any other bug in one sample must not kill the whole job: quarantine it
+        logger.warning("sample %s: unexpected %s", sid, describe_exception(exc))
+        row, err = None, {"reason": "compose_exception", "detail": describe_exception(exc)}
+    out = {"index": task["index"], "split": task["split"], "started": started}
+    if row is None:
+        ids = [r.get("id") if isinstance(r, dict) else None for r in task.get("records", [])]
+        err |= {"location": sid, "records": ids}
+        return out | {"row": None, "error": json.dumps(err, ensure_ascii=False), "finished": time.time()}
+    return out | {"row": json.dumps(row, ensure_ascii=False), "error": None, "finished": time.time()}
 
 
 def build_pools(raw: dict[str, tuple]) -> dict[str, DocPool]:
@@ -335,14 +370,16 @@ def compose_locally(tasks: Iterable[dict], tok, raw_pools: dict, settings: Compo
 
 def check_synthesis_inputs(cfg) -> None:
     """Problems found without Ray: a source that cannot be read (the config schema checked the rest)."""
-    check_source(cfg.data.source)
+    from data_gen.import_pipeline import check_import_inputs, needs_import
+
+    if cfg.data.source.kind not in ("chat", "text"):  # imported sources are read by import_pipeline
+        check_source(cfg.data.source)
+    if needs_import(cfg):
+        check_import_inputs(cfg)
 
 
 def _ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()  # inside `ray job submit` this connects to the cluster; on a laptop it starts local Ray
+    ensure_ray()  # inside `ray job submit` this joins the cluster; on a laptop a loopback-only local runtime
 
 
 def _compose_all(
@@ -410,9 +447,9 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
     writers, failed = _compose_all(cfg, tasks, tok_path, prep, out, tok if in_process else None)
     compose_s = time.perf_counter() - t1
     quarantine = prep.quarantine + failed
+    write_quarantine(out / "quarantine", quarantine)  # first: a failing stage still leaves the evidence
     if not writers["train"].rows:
         raise LongctxError(f"data: no training sample could be composed ({_reasons(failed)})")
-    write_quarantine(out / "quarantine", quarantine)
     train_rows = writers["train"].rows
     write_plots(out / "plots", train_rows)
     n_total = sum(len(w.rows) for w in writers.values())
@@ -420,6 +457,7 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
         **sample_stats(train_rows),
         "eval": sample_stats(writers["eval"].rows) if "eval" in writers else None,
         "quarantined": _count_reasons(quarantine),
+        "bad": bad_summary(prep.quarantine, failed, prep.read, len(tasks), data.max_bad_fraction),
         "records": {
             "read": prep.read,
             "train": len(prep.records["train"]),
@@ -440,10 +478,58 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
         | {"quarantined": len(quarantine)}
     )
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=float) + "\n")
+    check_bad_fraction(stats["bad"], out / "quarantine" / "rows.jsonl")
     return {
         "data_dir": str(out),
         **{k: stats[k] for k in ("num_samples", "samples_per_second", "quarantined")},
     }
+
+
+# Quarantine reasons of sound source rows that are simply not usable here: the source itself marks the
+# question unanswerable (SQuAD v2 `is_impossible`), or the record is longer than the smallest target (a
+# property of the target lengths chosen, not a defect). Counted in stats.json, not against max_bad_fraction.
+NOT_BAD = frozenset({"no_answer", "document_too_long"})
+
+
+def bad_summary(
+    source_bad: list[Malformed], failed: list[Malformed], read: int, planned: int, limit: float
+) -> dict:
+    """The figures `data.max_bad_fraction` is checked against, for stats.json:
+
+        {"source": {"bad", "of"}, "samples": {"bad", "of"}, "fraction", "max_bad_fraction",
+         "not_counted": {reason: n}, "by_reason": {reason: n} (of the bad ones)}
+
+    Two populations, each measured against its own size, and the worse share is `fraction`:
+    - source: quarantined rows and records (malformed, no evidence, unexpected errors; `NOT_BAD` reasons
+      excluded) out of the rows read;
+    - samples: planned samples that could not be composed (any reason) out of the samples planned.
+    A single pooled denominator would let a large source hide a failing composer: with 2,655 NQ rows read
+    and 40 samples planned, half the samples failing would be under 1%.
+    """
+    src = sum(1 for m in source_bad if m.reason not in NOT_BAD)
+    shares = [src / read if read else 0.0, len(failed) / planned if planned else 0.0]
+    return {
+        "source": {"bad": src, "of": read},
+        "samples": {"bad": len(failed), "of": planned},
+        "fraction": max(shares),
+        "max_bad_fraction": limit,
+        "not_counted": _count_reasons([m for m in source_bad if m.reason in NOT_BAD]),
+        "by_reason": _count_reasons([m for m in source_bad if m.reason not in NOT_BAD] + failed),
+    }
+
+
+def check_bad_fraction(bad: dict, rows_path: Path) -> None:
+    """Raise a one-line `LongctxError` when `bad_summary`'s fraction exceeds its limit (call it after
+    quarantine/ and stats.json are written, so nothing is lost)."""
+    if bad["fraction"] <= bad["max_bad_fraction"]:
+        return
+    src, smp = bad["source"], bad["samples"]
+    reasons = ", ".join(f"{k}: {v}" for k, v in bad["by_reason"].items())
+    raise LongctxError(
+        f"data: {bad['fraction']:.1%} bad > data.max_bad_fraction {bad['max_bad_fraction']:.1%} "
+        f"(source rows {src['bad']}/{src['of']}, samples {smp['bad']}/{smp['of']}; {reasons}); "
+        f"rows in {rows_path}"
+    )
 
 
 def _count_reasons(rows: list[Malformed]) -> dict[str, int]:

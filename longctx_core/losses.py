@@ -37,6 +37,35 @@ def _chunk_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor) ->
     return F.cross_entropy(head(hidden).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+def _chunk_token_losses(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token fp32 cross-entropy of one chunk (for per-source sums); returns [n]."""
+    return F.cross_entropy(head(hidden).float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+
+
+def group_losses(
+    hidden: torch.Tensor,
+    head: nn.Module,
+    targets: torch.Tensor,
+    groups: torch.Tensor,
+    n_groups: int,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed fp32 cross-entropy (scalar, differentiable) and, detached, per group [n_groups, 2] the loss
+    sum and token count of labelled positions whose group is `groups` [n] (-1: no group). Chunked like
+    `chunked_cross_entropy`, recomputing each chunk's logits in backward."""
+    stats = torch.zeros((n_groups, 2), dtype=torch.float64, device=hidden.device)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.size(0), chunk_size):
+        sl = slice(start, start + chunk_size)
+        per_token = checkpoint(_chunk_token_losses, hidden[sl], head, targets[sl], use_reentrant=False)
+        total = total + per_token.sum()
+        g = groups[sl]
+        known = g >= 0
+        stats[:, 0].index_add_(0, g[known], per_token.detach()[known].double())
+        stats[:, 1].index_add_(0, g[known], torch.ones_like(g[known], dtype=torch.float64))
+    return total, stats
+
+
 def labelled_positions(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Shift for next-token prediction and keep labelled positions; returns (hidden [n, H], targets [n]).
 
@@ -71,10 +100,28 @@ def _liger_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor) ->
 
 
 def causal_lm_loss(
-    hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, chunk_size: int, use_liger: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+    hidden: torch.Tensor,
+    head: nn.Module,
+    labels: torch.Tensor,
+    chunk_size: int,
+    use_liger: bool = False,
+    loss_groups: torch.Tensor | None = None,
+    n_groups: int = 0,
+):
     """Next-token loss of a batch; returns (summed fp32 loss, number of labelled tokens) so callers can
-    normalise over any set of micro-batches and ranks."""
+    normalise over any set of micro-batches and ranks. With `loss_groups` [B, T] (a data-source index per
+    token, -1 none) it returns a third item: per group [n_groups, 2] the detached loss sum and token count
+    (the per-token path: Liger's fused kernel gives no per-token losses)."""
+    if loss_groups is not None:
+        keep = (labels[:, 1:].reshape(-1) != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+        g = loss_groups[:, 1:].reshape(-1).index_select(0, keep)
+        h, y = labelled_positions(hidden, labels)
+        n = torch.tensor(y.numel(), device=hidden.device)
+        if y.numel() == 0:
+            empty = torch.zeros((n_groups, 2), dtype=torch.float64, device=hidden.device)
+            return hidden.sum() * 0.0, n, empty
+        total, stats = group_losses(h, head, y, g, n_groups, chunk_size)
+        return total, n, stats
     h, y = labelled_positions(hidden, labels)
     n = torch.tensor(y.numel(), device=hidden.device)
     if y.numel() == 0:
@@ -129,12 +176,18 @@ class PackedCausalLM(nn.Module):
         """The underlying `*ForCausalLM` (inside the PEFT wrapper, LoRA layers injected)."""
         return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
 
-    def forward(self, input_ids, position_ids, labels):
+    def forward(self, input_ids, position_ids, labels, loss_groups=None, n_groups: int = 0):
         model = self.causal_lm()
         embeds = model.get_input_embeddings()(input_ids)
         if self.training and self.neftune_alpha:
             embeds = embeds + neftune_noise(embeds, position_ids, self.neftune_alpha)
         out = model.model(inputs_embeds=embeds, position_ids=position_ids, use_cache=False)
         return causal_lm_loss(
-            out.last_hidden_state, model.get_output_embeddings(), labels, self.chunk_size, self.use_liger
+            out.last_hidden_state,
+            model.get_output_embeddings(),
+            labels,
+            self.chunk_size,
+            self.use_liger,
+            loss_groups,
+            n_groups,
         )

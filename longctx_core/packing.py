@@ -46,16 +46,20 @@ from longctx_core.errors import LongctxError
 
 logger = logging.getLogger(__name__)
 
-PACKED_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lens", "sample_ids", "n_truncated")
+PACKED_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lens", "sample_ids", "n_truncated", "sources")
 
 
 @dataclass
 class Sample:
-    """One tokenised sample: its id, token ids and labels (same length)."""
+    """One tokenised sample: its id, token ids and labels (same length). A raw-text piece holds several
+    document segments (`segments`, their lengths; None = one): positions restart at each, as for separate
+    samples (`data_gen.rawtext`). `source` labels the sample's data source (per-source loss)."""
 
     id: str
     input_ids: list[int]
     labels: list[int]
+    segments: list[int] | None = None
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -70,23 +74,33 @@ class PackedRow:
     position_ids: list[int] = field(default_factory=list)
     seq_lens: list[int] = field(default_factory=list)
     sample_ids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # one per seq_lens entry; all "" without labels
 
     def add(self, sample: Sample) -> None:
         self.input_ids += sample.input_ids
-        # The first label of each sample is masked so no loss crosses a sample boundary.
-        self.labels += [IGNORE_INDEX, *sample.labels[1:]]
-        self.position_ids += list(range(len(sample)))
-        self.seq_lens.append(len(sample))
-        self.sample_ids.append(sample.id)
+        start = 0
+        # One entry per attention segment (a raw-text piece has several, one id), so seq_lens, sample_ids
+        # and sources stay parallel.
+        for n in sample.segments or [len(sample)]:
+            # The first label of each segment is masked so no loss crosses a sample boundary.
+            self.labels += [IGNORE_INDEX, *sample.labels[start + 1 : start + n]]
+            self.position_ids += list(range(n))
+            self.seq_lens.append(n)
+            self.sample_ids.append(sample.id)
+            self.sources.append(sample.source)
+            start += n
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "input_ids": self.input_ids,
             "labels": self.labels,
             "position_ids": self.position_ids,
             "seq_lens": self.seq_lens,
             "sample_ids": self.sample_ids,
         }
+        if any(self.sources):
+            out["sources"] = self.sources
+        return out
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -153,7 +167,16 @@ def fit_length(sample: Sample, max_len: int, overlong: str) -> tuple[Sample, boo
             f"sample {sample.id} has {len(sample)} tokens, more than train.max_seq_len={max_len} "
             "(raise train.max_seq_len or set train.overlong=truncate)"
         )
-    return Sample(sample.id, sample.input_ids[:max_len], sample.labels[:max_len]), True
+    segments = None
+    if sample.segments:  # keep the segments that fit, the last one cut
+        segments, left = [], max_len
+        for n in sample.segments:
+            if left <= 0:
+                break
+            segments.append(min(n, left))
+            left -= n
+    cut = Sample(sample.id, sample.input_ids[:max_len], sample.labels[:max_len], segments, sample.source)
+    return cut, True
 
 
 def packing_efficiency(rows: Sequence[PackedRow], capacity: int) -> float:
@@ -161,9 +184,12 @@ def packing_efficiency(rows: Sequence[PackedRow], capacity: int) -> float:
     return sum(len(r.input_ids) for r in rows) / (len(rows) * capacity) if rows else 0.0
 
 
-def collate(rows: Sequence[dict], pad_id: int, pad_to: int | None = None) -> dict:
+def collate(
+    rows: Sequence[dict], pad_id: int, pad_to: int | None = None, groups: dict[str, int] | None = None
+) -> dict:
     """Stack packed rows (dicts with input_ids/labels/position_ids) into tensors `[batch, length]`; returns
-    {input_ids, labels, position_ids}.
+    {input_ids, labels, position_ids}, plus `loss_groups` (`loss_groups`) when `groups` maps source names
+    to indices.
 
     Rows are padded to the longest row (or `pad_to`): pad ids, -100 labels, positions continuing the last
     sample (so padding never starts a new sequence). No attention mask: boundaries come from position_ids.
@@ -184,6 +210,25 @@ def collate(rows: Sequence[dict], pad_id: int, pad_to: int | None = None) -> dic
         out["input_ids"][b, n:] = pad_id
         out["labels"][b, n:] = IGNORE_INDEX
         out["position_ids"][b, n:] = torch.arange(last + 1, last + 1 + width - n)
+    if groups is not None:
+        out["loss_groups"] = loss_groups(rows, groups, width)
+    return out
+
+
+def loss_groups(rows: Sequence[dict], groups: dict[str, int], width: int):
+    """Per token of each row, the index of its data source in `groups` (-1 for padding, rows without
+    `sources` and unknown sources); returns a long tensor [batch, width]."""
+    import torch
+
+    out = torch.full((len(rows), width), -1, dtype=torch.long)
+    for b, r in enumerate(rows):
+        sources = r.get("sources")
+        if sources is None:
+            continue
+        start = 0
+        for name, n in zip(sources, r["seq_lens"], strict=True):
+            out[b, start : start + int(n)] = groups.get(str(name), -1)
+            start += int(n)
     return out
 
 
@@ -200,19 +245,30 @@ class TokenizePack:
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         self.max_seq_len, self.packing, self.overlong, self.seed = max_seq_len, packing, overlong, seed
 
-    def tokenize(self, sample_id: str, messages: list[dict]) -> tuple[Sample, bool]:
+    def tokenize(self, sample_id: str, messages: list[dict], source: str = "") -> tuple[Sample, bool]:
         """One row to a `Sample` that fits `max_seq_len`; returns it and whether it was truncated."""
         chat = tokenize_chat(self.tokenizer, messages)
-        return fit_length(Sample(sample_id, chat.input_ids, chat.labels), self.max_seq_len, self.overlong)
+        sample = Sample(sample_id, chat.input_ids, chat.labels, source=source)
+        return fit_length(sample, self.max_seq_len, self.overlong)
 
     def __call__(self, batch):
         import pyarrow as pa
 
         ids = [str(x) for x in batch["id"].to_pylist()]
         convs = batch["messages"].to_pylist()
+        n = len(ids)
+        # Optional columns: raw-text pieces come tokenised (loss on every token), rows may name a source.
+        pieces = batch["input_ids"].to_pylist() if "input_ids" in batch.column_names else [None] * n
+        doc_lens = batch["doc_lens"].to_pylist() if "doc_lens" in batch.column_names else [None] * n
+        sources = batch["source"].to_pylist() if "source" in batch.column_names else [""] * n
         samples, cut = [], 0
-        for sid, msgs in zip(ids, convs, strict=True):
-            sample, truncated = self.tokenize(sid, msgs)
+        for sid, msgs, piece, segs, src in zip(ids, convs, pieces, doc_lens, sources, strict=True):
+            if piece is not None:
+                sample, truncated = fit_length(
+                    Sample(sid, piece, list(piece), segs, src or ""), self.max_seq_len, self.overlong
+                )
+            else:
+                sample, truncated = self.tokenize(sid, msgs, src or "")
             samples.append(sample)
             cut += truncated
         rows = pack_samples(samples, self.max_seq_len, self.seed) if self.packing else one_per_row(samples)
@@ -236,6 +292,7 @@ def packed_schema():
             ("seq_lens", ints),
             ("sample_ids", pa.list_(pa.string())),
             ("n_truncated", pa.int32()),
+            ("sources", pa.list_(pa.string())),
         ]
     )
 
@@ -308,6 +365,15 @@ def estimate_packing(lengths: Sequence[int], capacity: int, window: int) -> dict
     }
 
 
+def sample_columns(files: Sequence[str]) -> list[str]:
+    """The columns the packing stage reads: `id`, `messages`, and the optional `input_ids`/`doc_lens`
+    (raw-text pieces) and `source` (per-source loss) when the files have them."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(files[0]).names
+    return ["id", "messages"] + [c for c in ("input_ids", "doc_lens", "source") if c in names]
+
+
 def packed_dataset(files: Sequence[str], tokenizer_path: str, train_cfg, seed: int, cpus: float):
     """The streaming Ray Dataset of packed rows: read -> seeded shuffle -> tokenise + mask + pack per window.
 
@@ -318,7 +384,7 @@ def packed_dataset(files: Sequence[str], tokenizer_path: str, train_cfg, seed: i
 
     # Every task and actor asks for a fraction of a CPU: on a small machine the training workers hold most
     # of them, and a read task waiting for a whole free CPU would stall the stream (and the training).
-    ds = ray.data.read_parquet(list(files), columns=["id", "messages"], num_cpus=cpus)
+    ds = ray.data.read_parquet(list(files), columns=sample_columns(files), num_cpus=cpus)
     if train_cfg.shuffle:
         # Same order every execution: a worker-group restart re-executes the dataset from the start and must
         # see the rows in the order its data position was counted in.

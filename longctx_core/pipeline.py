@@ -3,17 +3,25 @@
 A stage counts as done when its final output exists (`STAGE_OUTPUTS`) and the `.stage-<name>.json` marker
 written after it succeeded carries the same config fingerprint. Outputs from a different config are an
 error rather than a silent reuse: pass `run.force=true` or choose another `run.name`.
+
+Resubmission knobs (`RESUBMISSION_KNOBS`: `train.max_steps`, checkpointing, logging, resources) are left
+out of the fingerprint, here and in the train stage's checkpoint marker (`train_loop.fingerprint` is the
+train stage's fingerprint), so a resubmission may change them:
+- a finished train stage whose `train.max_steps` grew is not done: it runs again and resumes from its
+  last checkpoint;
+- a stage whose predecessor re-ran since (its marker records the predecessor's marker digest) is not done
+  either: evaluation runs again on the new adapter.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 from longctx_core.config import Config
 from longctx_core.errors import LongctxError
+from longctx_core.fsio import digest, recover
 
 logger = logging.getLogger(__name__)
 
@@ -32,36 +40,79 @@ STAGE_INPUTS = {
 }
 
 
+# `train` keys a run may change on resubmission: how long to train, how often to checkpoint and log, how
+# failures and resources are handled. They change neither the steps already taken nor their results.
+# (`epochs`, `num_workers`, `lr` etc. do: they stay in the fingerprint.)
+RESUBMISSION_KNOBS = (
+    "max_steps",
+    "max_failures",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "storage_path",
+    "cpus_per_worker",
+    "peak_tflops",
+)
+
+
 def stage_fingerprint(cfg: Config, stage: str) -> str:
-    """Hash of the config sections (and seed) that decide `stage`'s outputs."""
+    """Hash of the config sections (and seed) that decide `stage`'s outputs, less `RESUBMISSION_KNOBS`;
+    returns 16 hex digits."""
     dumped = cfg.model_dump(mode="json")
     relevant = {k: dumped[k] for k in STAGE_INPUTS[stage]} | {"seed": cfg.run.seed}
+    if "train" in relevant:
+        relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in RESUBMISSION_KNOBS}
     # Synthesis counts tokens with the model's tokenizer: another tokenizer means other samples.
     relevant["tokenizer"] = [cfg.model.name_or_path, cfg.model.tokenizer, dumped["model"]["tiny"]]
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(relevant)
 
 
 def _marker(root: Path, stage: str) -> Path:
     return root / f".stage-{stage}.json"
 
 
+def _upstream(root: Path, stage: str) -> str | None:
+    """Digest of the marker of the stage before `stage` (None for the first stage or when it has none):
+    it changes whenever that stage re-runs."""
+    i = STAGES.index(stage)
+    if i == 0 or not _marker(root, STAGES[i - 1]).is_file():
+        return None
+    return digest(json.loads(_marker(root, STAGES[i - 1]).read_text()))
+
+
 def stage_is_done(cfg: Config, root: Path, stage: str) -> bool:
-    """True when `stage` finished with this config; raises if it finished with a different one."""
+    """True when `stage` finished with this config, after the current run of the stage before it, and (for
+    train) took all of `train.max_steps`; raises if it finished with a different config."""
+    if stage == "train":
+        recover(root / "train" / "adapter")  # a crash mid-replacement of the adapter: put one back first
     if not (root / STAGE_OUTPUTS[stage]).is_file() or not _marker(root, stage).is_file():
         return False
-    recorded = json.loads(_marker(root, stage).read_text()).get("fingerprint")
-    if recorded != stage_fingerprint(cfg, stage):
+    marker = json.loads(_marker(root, stage).read_text())
+    if marker.get("fingerprint") != stage_fingerprint(cfg, stage):
         raise LongctxError(
             f"{root} holds '{stage}' outputs made with a different config; "
             "set run.force=true to redo them or pick another run.name"
         )
+    if marker.get("upstream") != _upstream(root, stage):
+        logger.info("%s: the stage before it ran again since; running it again", stage)
+        return False
+    steps, wanted = marker.get("summary", {}).get("steps"), cfg.train.max_steps
+    if stage == "train" and wanted and steps is not None and steps < wanted:
+        logger.info(
+            "train: %d of train.max_steps=%d steps done; training on from the checkpoint", steps, wanted
+        )
+        return False
     return True
 
 
 def mark_stage_done(cfg: Config, root: Path, stage: str, summary: dict) -> None:
-    _marker(root, stage).write_text(
-        json.dumps({"fingerprint": stage_fingerprint(cfg, stage), "summary": summary}, default=str, indent=2)
-    )
+    """Write `stage`'s marker: its fingerprint, its summary and the digest of the previous stage's marker."""
+    marker = {
+        "fingerprint": stage_fingerprint(cfg, stage),
+        "upstream": _upstream(root, stage),
+        "summary": summary,
+    }
+    _marker(root, stage).write_text(json.dumps(marker, default=str, indent=2))
 
 
 def stage_summary(root: Path, stage: str) -> dict:
@@ -111,7 +162,8 @@ def headline(root: Path) -> list[str]:
 
 
 def write_top_report(cfg: Config, root: Path, done: dict[str, str]) -> Path:
-    """`<run>/report.md`: what ran, the headline numbers, and links to every stage's outputs."""
+    """`<run>/report.md`: what ran, the headline numbers, links to every stage's outputs and, once an adapter
+    exists, how to use the model with its trained RoPE."""
     links = {
         "synthesize": ["data/stats.json", "data/plots/", "data/train/", "data/eval/", "data/quarantine/"],
         "train": ["train/metrics.jsonl", "train/adapter/"],
@@ -127,6 +179,10 @@ def write_top_report(cfg: Config, root: Path, done: dict[str, str]) -> Path:
     plots = sorted((root / "eval" / "plots").glob("*.png")) + sorted((root / "data" / "plots").glob("*.png"))
     if plots:
         out += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(root)})" for p in plots]
+    if (root / STAGE_OUTPUTS["train"]).is_file():
+        from longctx_core.modeling import usage_markdown
+
+        out += [""] + usage_markdown(root / "train" / "adapter")
     path = root / "report.md"
     path.write_text("\n".join(out) + "\n")
     return path

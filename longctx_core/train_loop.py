@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from longctx_core.errors import LongctxError
+from longctx_core.fsio import recover, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +155,34 @@ class TrainState:
         return TrainState(**json.loads(Path(path).read_text()))
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint taken after `step` optimizer steps."""
+    return f"checkpoint-step{step:07d}"
+
+
 def _digest(sample_ids) -> int:
     """A 31-bit fingerprint of the samples in a micro-batch (to check data order across restarts)."""
     return zlib.crc32("|".join(sample_ids).encode()) & 0x7FFFFFFF
+
+
+def seed_rank(seed: int, rank: int) -> int:
+    """Seed torch's RNGs (CPU and every GPU) with `seed + rank` and return that seed.
+
+    Called after the model and LoRA are built with `seed` on every rank (identical initial adapters): from
+    then on each rank draws its own LoRA-dropout masks and NEFTune noise, as data-parallel training
+    assumes; the same rank of a rerun draws the same ones."""
+    import torch
+
+    torch.manual_seed(seed + rank)
+    return seed + rank
+
+
+def rng_digest() -> int:
+    """A 31-bit fingerprint of torch's CPU RNG state (logged per rank and step: ranks must differ, a
+    redone step after a resume must match)."""
+    import torch
+
+    return zlib.crc32(torch.get_rng_state().numpy().tobytes()) & 0x7FFFFFFF
 
 
 class Trainer:
@@ -196,6 +222,12 @@ class Trainer:
         torch.manual_seed(self.cfg.run.seed)  # same LoRA init on every rank
         model = load_model(self.cfg.model)
         self.peft = add_lora(model, self.cfg.model)
+        self.init_digest = None
+        if self.tcfg.init_adapter:  # before DeepSpeed, whose ZeRO-3 would partition the LoRA weights
+            from longctx_core.init_adapter import load_init_adapter
+
+            self.init_digest = load_init_adapter(self.peft, self.tcfg.init_adapter)
+        seed_rank(self.cfg.run.seed, self.rank)  # from here on: LoRA dropout / NEFTune noise differ by rank
         self.hf_config = self.peft.get_base_model().config
         self.tokenizer = load_tokenizer(self.cfg.model) if self.rank == 0 else None
         wrapper = PackedCausalLM(
@@ -309,9 +341,16 @@ class Trainer:
         weighs more than a short one, whatever row or rank it lands on), compensating DeepSpeed's mean
         over ranks and accumulation steps.
         """
+        from longctx_core.config.sources import source_names
         from longctx_core.packing import collate
 
-        batches = [collate(rows, self.pad_id) for _, _, rows in micro]
+        names = source_names(self.cfg.data)
+        # Loss per data source when the data mixes several (the per-token loss path; see losses.py).
+        groups = {n: i for i, n in enumerate(names)} if len(names) > 1 else None
+        extra = {"n_groups": len(names)} if groups else {}
+        group_stats = [0.0] * (2 * len(names) if groups else 0)
+        batches = [collate(rows, self.pad_id, groups=groups) for _, _, rows in micro]
+        rng_before = rng_digest()  # before this step's dropout / NEFTune draws
         n_local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
         n_step = max(1.0, float(self._all_reduce([n_local])[0]))
         scale = self.world * len(batches) / n_step
@@ -319,26 +358,38 @@ class Trainer:
         self.engine.train()
         for b in batches:
             b = {k: v.to(self.engine.device) for k, v in b.items()}
-            loss_sum, _ = self.engine(**b)
+            out = self.engine(**b, **extra)
+            loss_sum = out[0]
+            if groups:
+                group_stats = [a + float(x) for a, x in zip(group_stats, out[2].flatten(), strict=True)]
             self.engine.backward(loss_sum * scale)
             self.engine.step()
             loss_total += float(loss_sum.detach())
         rows = [r for _, _, mb in micro for r in mb]
         real = sum(len(r["input_ids"]) for r in rows)
         lens = [int(n) for r in rows for n in r["seq_lens"]]
-        digests = [0.0] * self.world
+        digests, rngs = [0.0] * self.world, [0.0] * self.world
         digests[self.rank] = float(_digest([s for r in rows for s in r["sample_ids"]]))
+        rngs[self.rank] = float(rng_before)
         stats = self._all_reduce(
-            [loss_total, n_local, real, len(rows), attention_flops(lens, self.hf_config), *digests]
+            [loss_total, n_local, real, len(rows), attention_flops(lens, self.hf_config), *digests, *rngs]
+            + group_stats
         ).tolist()
         loss_sum, n_label, real, n_rows, attn = stats[:5]
+        by_source = stats[5 + 2 * self.world :]
         return {
+            "loss_by_source": {
+                name: by_source[2 * i] / by_source[2 * i + 1]
+                for i, name in enumerate(names)
+                if groups and by_source[2 * i + 1] > 0
+            },
             "loss": loss_sum / max(1.0, n_label),
             "label_tokens": int(n_label),
             "tokens": int(real),
             "rows": int(n_rows),
             "attention_flops": attn,
-            "data_digest": [int(x) for x in stats[5:]],
+            "data_digest": [int(x) for x in stats[5 : 5 + self.world]],
+            "rng_digest": [int(x) for x in stats[5 + self.world : 5 + 2 * self.world]],
         }
 
     def _have_full_step(self, micro: list) -> bool:
@@ -364,7 +415,10 @@ class Trainer:
             "tokens_seen": self.state.tokens_seen,
             "label_tokens": stats["label_tokens"],
             "data_digest": stats["data_digest"],
+            "rng_digest": stats["rng_digest"],
         }
+        if stats["loss_by_source"]:
+            row["loss_by_source"] = stats["loss_by_source"]
         if self.peak:
             row["mfu"] = flops / dt / (self.peak * self.world)
         self.metrics.log(row, step=self.state.step)
@@ -406,7 +460,7 @@ class Trainer:
             ray.train.report(
                 {**metrics, "step": self.state.step},
                 checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-                checkpoint_dir_name=f"checkpoint-step{self.state.step:07d}",
+                checkpoint_dir_name=checkpoint_name(self.state.step),
             )
 
     # -- the loop -------------------------------------------------------------------------------------------
@@ -437,6 +491,7 @@ class Trainer:
             # One row per attempt: a restarted worker group says where it resumed (0 = from scratch).
             self.metrics.log(
                 {"event": "start", "resumed_from_step": self.state.step, "world_size": self.world}
+                | ({"init_adapter_digest": self.init_digest} if self.init_digest else {})
             )
         last_saved, last = (self.state.step if resumed else -1), {}
         stream = self.micro_batches()
@@ -490,14 +545,13 @@ RAY_RUN_NAME = "ray-train"
 
 
 def fingerprint(cfg) -> str:
-    """Hash of what a checkpoint depends on (model, train, data, seed): resuming across a change is refused."""
-    import hashlib
+    """Hash of what a checkpoint depends on: the train stage's fingerprint (model, train, data, seed, less
+    the resubmission knobs such as `train.max_steps`), so the checkpoint marker and the pipeline's stage
+    marker agree on what may change between a run and its resubmission. Resuming across a change is
+    refused."""
+    from longctx_core.pipeline import stage_fingerprint
 
-    dumped = cfg.model_dump(mode="json")
-    keep = {k: dumped[k] for k in ("model", "train", "data")} | {"seed": cfg.run.seed}
-    for k in ("max_steps", "max_failures", "checkpoint_every", "keep_checkpoints", "log_every"):
-        keep["train"].pop(k, None)  # may change between a run and its resubmission
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+    return stage_fingerprint(cfg, "train")
 
 
 def prepare_storage(cfg, root: Path) -> tuple[str, int | None]:
@@ -541,6 +595,10 @@ def check_inputs(cfg, root: Path) -> dict:
     files = parquet_files(data_path(cfg, root))
     stats = check_sample_lengths(files, cfg.train.max_seq_len, cfg.train.overlong)
     check_model_config(cfg.model)
+    if cfg.train.init_adapter:
+        from longctx_core.init_adapter import check_init_adapter
+
+        check_init_adapter(cfg.model, cfg.train.init_adapter)
     return {"files": files, "data": stats, "model_path": resolve_model_path(cfg.model)}
 
 
@@ -562,45 +620,67 @@ def estimate_total_steps(cfg, data: dict) -> tuple[int, dict | None]:
     return max(1, t.epochs * (rows // per_step)), estimate
 
 
-def _final_adapter(result, root: Path) -> Path:
-    """Copy the adapter of the last checkpoint to <run>/train/adapter (replacing an older one atomically);
-    returns the folder."""
+def _publish_adapter(checkpoint_folder: Path, root: Path) -> Path:
+    """Copy the adapter of a checkpoint folder to <run>/train/adapter (`fsio.staged_dir`: an older adapter
+    stays in place until the new one is complete); returns the folder."""
     out = root / "train" / ADAPTER_DIR
-    if result.checkpoint is None:
-        raise LongctxError("training finished without a checkpoint; no adapter to write")
-    with result.checkpoint.as_directory() as folder:
-        src = Path(folder) / ADAPTER_DIR
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=root / "train"))
-        try:
-            shutil.copytree(src, tmp, dirs_exist_ok=True)
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with staged_dir(out) as tmp:
+        shutil.copytree(Path(checkpoint_folder) / ADAPTER_DIR, tmp, dirs_exist_ok=True)
     return out
 
 
-def train(cfg, root: Path, inputs: dict | None = None) -> dict:
+def _final_adapter(result, root: Path) -> Path:
+    """`_publish_adapter` of the last checkpoint of a Ray Train result; returns the adapter folder."""
+    if result.checkpoint is None:
+        raise LongctxError("training finished without a checkpoint; no adapter to write")
+    with result.checkpoint.as_directory() as folder:
+        return _publish_adapter(Path(folder), root)
+
+
+def _already_trained(cfg, root: Path, storage: str, step: int, check_inputs_result: dict) -> dict:
+    """The summary of a run whose checkpoints already reach `train.max_steps`, its adapter republished from
+    the latest checkpoint; returns the same keys as `train`."""
+    folder = Path(storage) / RAY_RUN_NAME / checkpoint_name(step)
+    logger.info("%s is at train.max_steps=%d or beyond: nothing to train", folder, cfg.train.max_steps)
+    return {
+        "adapter": str(_publish_adapter(folder, root)),
+        "metrics": str(root / "train" / "metrics.jsonl"),
+        "steps": step,
+        "total_steps_planned": cfg.train.max_steps,
+        "packing_estimate": None,
+        "final_loss": None,
+        "checkpoint": str(folder),
+        "resumed_from_step": step,
+        "num_samples": check_inputs_result["data"]["num_samples"],
+        "wall_s": 0.0,
+    }
+
+
+def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
     """Fine-tune on Ray Train and write <run>/train/{metrics.jsonl, adapter/}; returns the summary.
 
     `inputs` is `check_inputs`'s result when the caller ran it already; inputs are checked before Ray
-    starts either way. A run whose storage holds checkpoints resumes from the latest.
+    starts either way. A run whose storage holds checkpoints resumes from the latest. `worker_fn` replaces
+    `train_loop_per_worker` (tests run a `Trainer` subclass that probes the trained engine).
     """
-    import ray
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from longctx_core.packing import packed_dataset
     from longctx_core.resources import cpus_per_actor
+    from longctx_core.runtime import ensure_ray
 
     inputs = inputs or check_inputs(cfg, root)
+    recover(root / "train" / ADAPTER_DIR)  # a crash mid-replacement of the last adapter: put one back
     storage, resume_step = prepare_storage(cfg, root)
     if cfg.run.force:
         (root / "train" / "metrics.jsonl").unlink(missing_ok=True)
-    if not ray.is_initialized():
-        ray.init()  # inside a submitted job this joins the cluster; locally it starts one
+    if resume_step and cfg.train.max_steps and resume_step >= cfg.train.max_steps:
+        # A resubmission of a finished run (e.g. the pipeline after the train stage ran alone): Ray Train
+        # would resume and report nothing. The last checkpoint is the result.
+        return _already_trained(cfg, root, storage, resume_step, check_inputs_result=inputs)
+    ensure_ray()  # inside a submitted job this joins the cluster; locally a loopback-only runtime
     t = cfg.train
     # Logical CPU shares, not threads: training workers and the tokenising actors take a quarter of the
     # cluster each, so Ray Data's own tasks (file listing asks for a whole CPU) always find room.
@@ -617,10 +697,14 @@ def train(cfg, root: Path, inputs: dict | None = None) -> dict:
         )
     ds = packed_dataset(inputs["files"], inputs["model_path"], t, cfg.run.seed, data_cpus)
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        worker_fn or train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(root), "total_steps": total},
         scaling_config=ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": worker_cpus}
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            # A custom accelerator resource (make cluster-sim's GPU pool) places CPU workers on that node type.
+            resources_per_worker={"CPU": worker_cpus}
+            | ({t.accelerator_resource: 1.0} if t.accelerator_resource != "GPU" else {}),
         ),
         run_config=RunConfig(
             name=RAY_RUN_NAME,

@@ -25,6 +25,7 @@ from longctx_core.pipeline import (
     write_top_report,
 )
 from longctx_core.runs import prepare_run_dir
+from longctx_core.two_stage import run_pretrain
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 def run(cfg: Config) -> dict:
     preflight(cfg)  # before Ray: a bad checkpoint/source fails in seconds
     root = prepare_run_dir(cfg, "pipeline")
-    done: dict[str, str] = {}
+    # pretrain.enabled: continued pre-training in <run>/pretrain/ first, then SFT from its adapter.
+    cfg, done = run_pretrain(cfg)
     for stage in STAGES:
         if not cfg.run.force and stage_is_done(cfg, root, stage):
             logger.info(

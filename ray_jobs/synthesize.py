@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from data_gen.import_pipeline import import_data, needs_import
 from data_gen.pipeline import check_synthesis_inputs, synthesize
 from longctx_core.cli import run_stage
 from longctx_core.runs import prepare_run_dir
@@ -21,7 +22,8 @@ def run(cfg) -> dict:
     """Check inputs (no Ray yet), prepare the run folder, synthesize; returns the summary."""
     check_synthesis_inputs(cfg)
     root = prepare_run_dir(cfg, "synthesize")
-    summary = synthesize(cfg, root)
+    # Chat/text sources and mixtures are imported (a QA main source is still synthesized first).
+    summary = import_data(cfg, root) if needs_import(cfg) else synthesize(cfg, root)
     logger.info("synthesize done: %s", summary)
     return summary
 

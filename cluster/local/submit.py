@@ -1,7 +1,7 @@
 """Submit a longctx stage to a Ray cluster with the real `ray job submit` CLI (what `make submit` runs).
 
     python cluster/local/submit.py pipeline ray_jobs/configs/demo_cpu.yaml [dotted.key=value ...]
-        [--address http://127.0.0.1:8265] [--no-wait] [--submission-id ID] [--dry-run]
+        [--address http://127.0.0.1:8265] [--no-wait] [--submission-id ID] [--dry-run] [--cluster-yaml PATH]
 
 Before anything reaches the cluster the config is loaded and validated here, so a bad key fails in one
 line with exit status 2. Then it runs
@@ -13,7 +13,9 @@ where <env.yaml> is cluster/runtime_env.yaml plus, as env_vars, the secrets name
 set in this shell (names are printed, values never; the file is private and deleted afterwards).
 On a head at a loopback address (the laptop head from up.sh) a relative `run.storage_path` is made absolute,
 because the job runs inside Ray's unpacked copy of the working dir and would otherwise write its run folder
-there instead of into this checkout.
+there instead of into this checkout. With --cluster-yaml (the cluster's launcher YAML) the config is checked
+against its node types first: a resource request no node type can hold, or a run folder off the shared
+mounts of a multi-node cluster, fails in one line (exit 2) and nothing is submitted.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ for _path in (REPO, Path(__file__).resolve().parent):
 from headctl import read_state  # noqa: E402
 
 from longctx_core.cli import fail  # noqa: E402
+from longctx_core.cluster_checks import ClusterSpec, check_cluster  # noqa: E402
 from longctx_core.config import ConfigError, load_config  # noqa: E402
 
 logger = logging.getLogger("longctx.submit")
@@ -106,9 +109,18 @@ def _repo_relative(config: str) -> str:
 
 
 def build_submission(
-    stage: str, config: str, overrides: list[str], address: str, environ: dict[str, str]
+    stage: str,
+    config: str,
+    overrides: list[str],
+    address: str,
+    environ: dict[str, str],
+    cluster: ClusterSpec | None = None,
 ) -> Submission:
-    """Validate the stage and config locally (ConfigError on any problem) and assemble the submission."""
+    """Validate the stage and config locally (ConfigError on any problem) and assemble the submission.
+
+    With `cluster` (the node types of a launcher YAML, or of make cluster-sim) the config is also checked
+    against it: every resource request fits a node type, and on several nodes the run folder is on a
+    shared mount (longctx_core/cluster_checks.py)."""
     if stage not in STAGES or not (REPO / "ray_jobs" / f"{stage}.py").is_file():
         built = [s for s in STAGES if (REPO / "ray_jobs" / f"{s}.py").is_file()]
         raise ConfigError(f"stage '{stage}' is not one of the built stages: {', '.join(built)}")
@@ -120,26 +132,36 @@ def build_submission(
     notes = []
     storage = cfg.run.storage_path
     user_set = any(o.split("=", 1)[0].strip() == "run.storage_path" for o in overrides)
-    if is_loopback_url(address) and "://" not in storage and not Path(storage).expanduser().is_absolute():
+    # A loopback address with a cluster YAML is a tunnel to remote nodes: their disks are not this one.
+    local_head = is_loopback_url(address) and cluster is None
+    if local_head and "://" not in storage and not Path(storage).expanduser().is_absolute():
         if not user_set:
             absolute = (REPO / storage).expanduser().resolve()  # relative to the working dir, as in the job
             overrides.append(f"run.storage_path={absolute}")
             notes.append(f"run.storage_path '{storage}' -> {absolute} (the local head shares this disk)")
+    if cluster is not None:
+        check_cluster(cfg, cluster, stage)
     runtime_env, forwarded = build_runtime_env(environ)
     entrypoint = ["python", "-m", f"ray_jobs.{stage}", "--config", _repo_relative(config), *overrides]
     return Submission(address, entrypoint, runtime_env, forwarded, notes)
 
 
 def submit(
-    sub: Submission, ray_cli: str, submission_id: str | None, no_wait: bool, dry_run: bool = False
+    sub: Submission,
+    ray_cli: str,
+    submission_id: str | None,
+    no_wait: bool,
+    dry_run: bool = False,
+    working_dir: str | None = None,
 ) -> int:
     """Run `ray job submit` for `sub` (token auth on) and return its exit status (0 for a dry run, which
-    only prints the command)."""
+    only prints the command). `working_dir` defaults to this checkout, uploaded with the job; make
+    cluster-sim passes `local://<checkout>` (every simulated node already has it, see cluster/sim/sim.py)."""
     with tempfile.TemporaryDirectory(prefix="longctx-submit-") as tmp:
         env_file = Path(tmp) / "runtime_env.yaml"
         env_file.touch(mode=0o600)  # may hold forwarded secrets: private, and gone when this returns
         env_file.write_text(yaml.safe_dump(sub.runtime_env, sort_keys=False))
-        argv = [ray_cli, "job", "submit", "--address", sub.address, "--working-dir", str(REPO)]
+        argv = [ray_cli, "job", "submit", "--address", sub.address, "--working-dir", working_dir or str(REPO)]
         argv += ["--runtime-env", str(env_file)]
         argv += ["--submission-id", submission_id] if submission_id else []
         argv += ["--no-wait"] if no_wait else []
@@ -170,11 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="return after submitting; do not stream logs")
     parser.add_argument("--temp-dir", type=Path, help="the up.sh head's temp dir (to find its address)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the command only")
+    parser.add_argument(
+        "--cluster-yaml",
+        type=Path,
+        help="the cluster's launcher YAML (cluster/aws.yaml, ...): check resource requests and shared storage "
+        "against its node types before submitting",
+    )
     ns = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     address = resolve_address(ns.address, dict(os.environ), ns.temp_dir)
     try:
-        sub = build_submission(ns.stage, ns.config, ns.overrides, address, dict(os.environ))
+        cluster = ClusterSpec.from_launcher_yaml(ns.cluster_yaml) if ns.cluster_yaml else None
+        sub = build_submission(ns.stage, ns.config, ns.overrides, address, dict(os.environ), cluster)
     except ConfigError as exc:
         fail("submit", str(exc), 2)
     for note in sub.notes:

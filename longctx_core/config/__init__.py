@@ -30,6 +30,7 @@ from longctx_core.config.model import (
 )
 from longctx_core.config.repro import ReproConfig
 from longctx_core.config.run import RunConfig
+from longctx_core.config.sources import PretrainConfig
 from longctx_core.config.train import TrainConfig
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "EvalConfig",
     "LoraConfig",
     "ModelConfig",
+    "PretrainConfig",
     "QuantizationConfig",
     "ReproConfig",
     "RopeConfig",
@@ -65,6 +67,10 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     repro: ReproConfig = Field(
         default_factory=ReproConfig, description="Toy-scale reproduction (make repro)."
+    )
+    pretrain: PretrainConfig = Field(
+        default_factory=PretrainConfig,
+        description="Optional first stage: continued pre-training on raw text, then SFT from its adapter.",
     )
 
     @model_validator(mode="after")

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 def cross_section_checks(cfg: Config) -> None:
     hi = cfg.data.target_bounds()[1]
-    if hi > cfg.train.max_seq_len:
+    # Imported chat/text rows have no target length (overlong ones follow train.overlong).
+    if hi > cfg.train.max_seq_len and cfg.data.source.kind not in ("chat", "text"):
         raise ValueError(
             f"data.target_tokens: largest target {hi} exceeds train.max_seq_len {cfg.train.max_seq_len} "
             "(samples must fit the training length)"
@@ -25,3 +26,6 @@ def cross_section_checks(cfg: Config) -> None:
         )
     if cfg.model.attn_implementation == "flash_attention_2" and not cfg.train.use_gpu:
         raise ValueError("model.attn_implementation: flash_attention_2 needs train.use_gpu=true")
+    from longctx_core.config.sources import check_objectives
+
+    check_objectives(cfg)

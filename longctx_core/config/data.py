@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from longctx_core.config.base import Section
+from longctx_core.config.sources import (
+    ChatFormat,
+    MixEntry,
+    PretrainConfig,
+    TextSourceConfig,
+    check_field_map,
+    check_mix,
+)
 
-SourceKind = Literal["builtin", "litm", "squad", "hotpotqa", "jsonl", "parquet", "hf"]
+SourceKind = Literal["builtin", "litm", "squad", "hotpotqa", "jsonl", "parquet", "hf", "chat", "text"]
 RECORD_FIELDS = ("id", "question", "answers", "text", "title", "lang", "evidence")
 STYLES = ("paraphrase", "plain", "unanswerable")
 
@@ -80,7 +88,12 @@ class BuiltinWorldConfig(Section):
 
 
 class SourceConfig(Section):
-    kind: SourceKind = Field("builtin", description="Where QA records come from.")
+    kind: SourceKind = Field(
+        "builtin",
+        description="Where samples come from: a QA source composed into long samples (builtin, litm, squad, "
+        "hotpotqa, jsonl, parquet, hf), chat data imported as it is (chat), or raw text cut into pieces for "
+        "continued pre-training (text).",
+    )
     path: Optional[str] = Field(
         None,
         description="File/folder (jsonl, jsonl.gz, json, parquet) or, for kind=hf, a dataset name or local path.",
@@ -99,14 +112,30 @@ class SourceConfig(Section):
     builtin: BuiltinWorldConfig = Field(
         default_factory=BuiltinWorldConfig, description="kind=builtin: shape of the synthetic world."
     )
+    format: ChatFormat = Field(
+        "auto",
+        description="kind=chat: messages (OpenAI role/content), sharegpt (from/value), prompt_response "
+        "(columns named by field_map), or auto (sniffed from the first rows; the choice is logged).",
+    )
+    text: TextSourceConfig = Field(
+        default_factory=TextSourceConfig, description="kind=text: documents and how pieces are cut."
+    )
 
     @field_validator("field_map")
     @classmethod
-    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+    def _known_fields(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.data.get("kind") in ("chat", "text"):
+            check_field_map(info.data["kind"], v, RECORD_FIELDS)
+            return v
         for key in v:
             if key not in RECORD_FIELDS:
                 raise ValueError(f"{key}: unknown record field (expected one of {', '.join(RECORD_FIELDS)})")
         return v
+
+
+# MixEntry and PretrainConfig (config/sources.py) hold a SourceConfig: resolve that reference now.
+MixEntry.model_rebuild(_types_namespace={"SourceConfig": SourceConfig})
+PretrainConfig.model_rebuild(_types_namespace={"SourceConfig": SourceConfig})
 
 
 class TokenRange(Section):
@@ -167,6 +196,20 @@ class DataConfig(Section):
         256, ge=1, description="Rows per Parquet file (a fixed layout keeps the output byte-identical)."
     )
     batch_size: int = Field(4, ge=1, description="Samples per map_batches call on a synthesis actor.")
+    mix: list[MixEntry] = Field(
+        default_factory=list,
+        description="Further sources (kind chat or text) mixed in by share of training tokens: "
+        "[{name, share, source: {...}}]; the main `source` gets the rest and decides the size.",
+    )
+    max_bad_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="The synthesize stage fails (after writing quarantine/ and stats.json) when the worse of two "
+        "shares exceeds this: bad source rows / rows read (malformed, no evidence, unexpected errors; rows the "
+        "source marks unanswerable and records longer than the smallest target are quarantined but not "
+        "counted) and failed samples / samples planned. 1 = never fail.",
+    )
 
     @field_validator("target_tokens", mode="before")
     @classmethod
@@ -207,6 +250,7 @@ class DataConfig(Section):
             raise ValueError(f"turns_per_sample: expected [min, max] with 1 <= min <= max, got [{lo}, {hi}]")
         if self.eval_samples > 0 and self.eval_fraction <= 0:
             raise ValueError("eval_samples: needs eval_fraction > 0 (no questions are held out)")
+        check_mix(self.mix, self.source.kind, self.source.kind)
         return self
 
     def target_bounds(self) -> tuple[int, int]:

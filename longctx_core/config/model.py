@@ -10,9 +10,32 @@ from longctx_core.config.base import Section
 
 TINY = "tiny"  # model.name_or_path value that builds the tiny Qwen2 model locally
 
+# Qwen2.5-0.5B's config.json, less its 24 layers: the shape `tiny.vocab: qwen` starts from. vocab_size is its
+# embedding rows (151,665 tokenizer ids padded to a multiple of 128).
+QWEN25_05B_SHAPE = {
+    "vocab_size": 151_936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1_000_000.0,
+}
+
 
 class TinyModelConfig(Section):
-    vocab_size: int = Field(4096, ge=300, description="BPE vocabulary size of the locally trained tokenizer.")
+    vocab: Literal["bpe", "qwen"] = Field(
+        "bpe",
+        description="Tokenizer of the tiny model. bpe: trained locally on the built-in corpus (vocab_size "
+        "tokens). qwen: the real Qwen2.5 vocabulary (longctx_core.qwen_vocab) with a Qwen2.5-0.5B shape "
+        "(hidden 896, 14/2 heads, 151,936 embedding rows) cut to num_hidden_layers; shape fields set "
+        "explicitly still win.",
+    )
+    vocab_size: int = Field(
+        4096,
+        ge=300,
+        description="Embedding rows: the BPE vocabulary size with vocab=bpe; fixed at 151936 with vocab=qwen.",
+    )
     hidden_size: int = Field(128, ge=16, description="Qwen2Config.hidden_size.")
     intermediate_size: int = Field(352, ge=16, description="Qwen2Config.intermediate_size (MLP width).")
     num_hidden_layers: int = Field(2, ge=1, description="Qwen2Config.num_hidden_layers.")
@@ -26,6 +49,17 @@ class TinyModelConfig(Section):
         2000, ge=10, description="How many built-in corpus documents train the tokenizer."
     )
     seed: int = Field(0, description="Seed for weights init and the tokenizer's training corpus.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qwen_shape(cls, data):
+        """With vocab=qwen, unset shape fields take Qwen2.5-0.5B's values instead of the small defaults."""
+        if not isinstance(data, dict) or data.get("vocab") != "qwen":
+            return data
+        rows = QWEN25_05B_SHAPE["vocab_size"]
+        if data.get("vocab_size", rows) != rows:
+            raise ValueError(f"vocab_size: is fixed at {rows} with vocab=qwen (got {data['vocab_size']})")
+        return {**QWEN25_05B_SHAPE, **data}
 
     @model_validator(mode="after")
     def _heads(self) -> TinyModelConfig:
@@ -168,8 +202,11 @@ class ModelConfig(Section):
     torch_dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Dtype of non-quantised weights: bfloat16 on GPU, float32 on CPU."
     )
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
-        "sdpa", description="Attention kernel. flash_attention_2 (GPU) gives varlen packing."
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "longctx_packed"] = Field(
+        "auto",
+        description="Attention kernel. longctx_packed (= auto): causal SDPA per packed sample, no dense mask, "
+        "plain sdpa whenever a padding mask or cache is involved (longctx_core.attention); sdpa/eager: a "
+        "block-diagonal mask over each packed row; flash_attention_2 (GPU): varlen only with 1 row per micro-batch.",
     )
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in backward (long context)."

@@ -16,6 +16,14 @@ from longctx_core.config.base import Section
 class TrainConfig(Section):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on a cluster).")
     use_gpu: bool = Field(False, description="Workers ask for one GPU each.")
+    accelerator_resource: str = Field(
+        "GPU",
+        min_length=1,
+        description="Ray resource that places a worker on the training node type. GPU (default): "
+        "use_gpu workers reserve one GPU each. Any other name (a custom resource that node type advertises, "
+        "e.g. the simulated cluster's GPU pool in make cluster-sim): each worker reserves one unit of it and "
+        "computes on CPU, so use_gpu must stay false.",
+    )
     max_steps: Optional[int] = Field(
         None, ge=1, description="Stop after this many optimizer steps (smoke knob); unset = `epochs` passes."
     )
@@ -50,6 +58,12 @@ class TrainConfig(Section):
     shuffle: bool = Field(True, description="Shuffle samples with run.seed before packing.")
     data_workers: int = Field(
         1, ge=1, description="Ray Data actors that tokenise and pack (one tokenizer each)."
+    )
+
+    init_adapter: Optional[str] = Field(
+        None,
+        description="Start from this PEFT adapter folder (a user's adapter, or a previous stage's "
+        "<run>/train/adapter) instead of a fresh LoRA; its r, alpha and target modules must match model.lora.",
     )
 
     # ---- optimisation -------------------------------------------------------------------------------------
@@ -124,6 +138,11 @@ class TrainConfig(Section):
             raise ValueError(
                 f"warmup_steps: {self.warmup_steps} is not below max_steps={self.max_steps} (no step would "
                 "run at the peak learning rate)"
+            )
+        if self.accelerator_resource != "GPU" and self.use_gpu:
+            raise ValueError(
+                f"accelerator_resource: '{self.accelerator_resource}' stands in for a GPU on CPU workers; "
+                "set use_gpu=false (or accelerator_resource=GPU for real GPUs)"
             )
         lo, hi = self.adam_betas
         if not (0 <= lo < 1 and 0 <= hi < 1):

@@ -138,6 +138,17 @@ class ModelWorker:
         }
 
 
+def output_of_row(row: dict) -> dict[str, Any]:
+    """One `ModelWorker` output row as the scorer takes it: {"reply", "new_tokens", "nll" ([bucket sums,
+    bucket counts] or None), "seconds"}."""
+    return {
+        "reply": row["reply"],
+        "new_tokens": int(row["new_tokens"]),
+        "nll": json.loads(row["nll"]) if row["nll"] else None,
+        "seconds": float(row["seconds"]),
+    }
+
+
 def actor_resources(num_workers: int, use_gpu: bool) -> dict[str, float]:
     """Per-actor resources: one GPU each on a cluster; on CPU a share that leaves room for Ray Data's own
     read tasks (a whole CPU per actor on a 2-CPU machine hangs the pipeline)."""
@@ -176,12 +187,7 @@ def run_prompts(
     t0 = last = time.perf_counter()
     logger.info("model %s: %d prompts on %d actor(s) %s", spec.name, len(rows), ev.num_workers, res)
     for row in ds.iter_rows():
-        outputs[row["prompt_id"]] = {
-            "reply": row["reply"],
-            "new_tokens": int(row["new_tokens"]),
-            "nll": json.loads(row["nll"]) if row["nll"] else None,
-            "seconds": float(row["seconds"]),
-        }
+        outputs[row["prompt_id"]] = output_of_row(row)
         now = time.perf_counter()
         if now - last >= progress_every_s or len(outputs) == len(rows):
             last = now

@@ -1,8 +1,12 @@
 """Scoring model outputs and writing the evaluation folder: predictions, metrics by grid cell, plots, report.
 
-    records = score_outputs(prompts, outputs_by_model)       # one dict per (model, prompt)
-    metrics = aggregate(records, models)                      # every cell of every grid, with counts
-    write_outputs(out_dir, records, metrics)                  # predictions.jsonl, metrics.json, plots, report.md
+    records, metrics = score_run(prompts, outputs_by_model, models)   # what the evaluate stage calls:
+        # records = score_outputs(...): one dict per (model, prompt), the rows of predictions.jsonl
+        # metrics = aggregate(records, models): every cell of every grid, with counts (metrics.json)
+    write_outputs(out_dir, records, metrics)    # predictions.jsonl, metrics.json, plots, report.md
+
+`score_run` is the seam between the models and the files: it sees only reply strings (and per-position
+losses), so hand-made replies through it give exactly the numbers a model with those replies would get.
 
 Cells: qa by (model, length, position); passkey by (model, length, depth); perplexity by (model, length,
 bucket); longbench by (model, subset); litm by (model, num_docs, gold_index). Accuracy-type numbers are
@@ -82,6 +86,16 @@ def score_outputs(prompts: list[Prompt], outputs: dict[str, dict[str, dict]]) ->
         for p in prompts:
             records.append({"model": model, **score_one(p, outs[p.prompt_id])})
     return records
+
+
+def score_run(
+    prompts: list[Prompt], outputs: dict[str, dict[str, dict]], models: list[dict], extra: dict | None = None
+) -> tuple[list[dict], dict]:
+    """The evaluate stage's scoring, from each model's raw outputs ({model: {prompt id: {"reply",
+    "new_tokens", "nll"}}}) to (predictions.jsonl records, metrics.json); `models` are the metrics' model
+    entries, `extra` more top-level metrics keys."""
+    records = score_outputs(prompts, outputs)
+    return records, aggregate(records, models, extra)
 
 
 def _group(records: list[dict], task: str) -> dict[tuple, list[dict]]:
@@ -191,8 +205,12 @@ def write_outputs(out_dir: Path, records: list[dict], metrics: dict) -> dict[str
     made = plots.make_plots(metrics, out_dir / "plots")
     from longctx_core.eval.markdown import render_report
 
-    (out_dir / "report.md").write_text(
-        render_report(metrics, {k: p.relative_to(out_dir) for k, p in made.items()})
-    )
+    report = render_report(metrics, {k: p.relative_to(out_dir) for k, p in made.items()})
+    adapters = [m["path"] for m in metrics.get("models", []) if m.get("kind") == "adapter" and m.get("path")]
+    if adapters:
+        from longctx_core.modeling import usage_markdown
+
+        report = report.rstrip("\n") + "\n\n" + "\n".join(usage_markdown(adapters[0])) + "\n"
+    (out_dir / "report.md").write_text(report)
     return {"predictions": out_dir / "predictions.jsonl", "metrics": out_dir / "metrics.json",
             "report": out_dir / "report.md", **made}  # fmt: skip

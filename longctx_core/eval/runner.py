@@ -1,6 +1,7 @@
 """The evaluate stage: check the models, build every task's prompts, run them per model on Ray, score, write.
 
     summary = evaluate(cfg)     # <run>/eval/{metrics.json, predictions.jsonl, report.md, plots/*.png}
+                                # + the headline numbers as ray_longctx_evaluate_<name>{model, task} gauges
 
 Everything that can be wrong with the input (a model folder that does not load, a grid length above a
 model's scaled context, a missing benchmark file, a leaked training question) raises before Ray starts.
@@ -19,6 +20,8 @@ from longctx_core.config import Config, run_dir
 from longctx_core.errors import LongctxError
 from longctx_core.eval.models import ModelSpec, resolve_models
 from longctx_core.eval.prompts import Prompt, check_window
+from longctx_core.metrics import Metrics
+from longctx_core.runtime import ensure_ray
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +119,25 @@ def build_prompts(cfg: Config, root: Path, tokenizer, specs: list[ModelSpec]) ->
     return prompts
 
 
+def log_headline(run_name: str, metrics: dict) -> int:
+    """metrics.json's headline numbers (`tasks.<task>.by_model`: accuracy, faithfulness rates, NLL, LongBench
+    score) as one metrics row per (task, model), labelled with both: log lines and the
+    `ray_longctx_evaluate_<name>` gauges the Grafana dashboard charts. Returns the number of rows."""
+    sink = Metrics("evaluate", tags={"run": run_name})
+    rows = 0
+    for task, section in metrics["tasks"].items():
+        by_model = section["by_model"]  # {name: {model: value}}
+        for model in sorted({m for per_model in by_model.values() for m in per_model}):
+            values = {name: per_model[model] for name, per_model in by_model.items() if model in per_model}
+            sink.log(values, tags={"model": model, "task": task})
+            rows += 1
+    return rows
+
+
 def evaluate(cfg: Config) -> dict:
     """Run the whole evaluation; returns a summary (paths, prompt count, headline numbers per model)."""
     from longctx_core.eval.generate import run_prompts
-    from longctx_core.eval.report import aggregate, score_outputs, write_outputs
+    from longctx_core.eval.report import score_run, write_outputs
     from longctx_core.eval.scoring import zh_tokenizer
     from longctx_core.modeling import load_tokenizer
     from longctx_core.runs import prepare_run_dir
@@ -128,25 +146,22 @@ def evaluate(cfg: Config) -> dict:
     specs = resolve_models(cfg, root)
     prompts = build_prompts(cfg, root, load_tokenizer(cfg.model), specs)
     root = prepare_run_dir(cfg, "evaluate")
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()  # inside a submitted job this joins the cluster; locally it starts one
+    ensure_ray()  # inside a submitted job this joins the cluster; locally a loopback-only runtime
     outputs, timing = {}, {}
     for spec in specs:
         t0 = time.perf_counter()
         outputs[spec.name] = run_prompts(cfg, spec, prompts)
         new_tokens = sum(o["new_tokens"] for o in outputs[spec.name].values())
         timing[spec.name] = {"wall_s": time.perf_counter() - t0, "new_tokens": new_tokens}
-    records = score_outputs(prompts, outputs)
     extra = {
         "run": cfg.run.name,
         "num_prompts": len(prompts),
         "zh_tokenizer": zh_tokenizer(),
         "timing": timing,
     }
-    metrics = aggregate(records, [asdict(s) for s in specs], extra)
+    records, metrics = score_run(prompts, outputs, [asdict(s) for s in specs], extra)
     paths = write_outputs(root / "eval", records, metrics)
+    log_headline(cfg.run.name, metrics)
     headline = {task: m["by_model"] for task, m in metrics["tasks"].items()}
     logger.info("evaluation written to %s: %s", root / "eval", headline)
     return {"eval_dir": str(root / "eval"), "num_prompts": len(prompts), "files": {k: str(v) for k, v in paths.items()},

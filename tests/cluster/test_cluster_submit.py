@@ -108,3 +108,46 @@ def test_dry_run_prints_the_ray_job_submit_command_without_secret_values(tmp_pat
 def test_shell_scripts_parse(script):
     res = subprocess.run(["bash", "-n", str(REPO / "cluster/local" / script)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_make_submit_passes_args_to_the_job(tmp_path):
+    """`make submit ... ARGS=...` reaches the job's command line (as REPRO_ARGS does for make repro)."""
+    env = {**os.environ, "LONGCTX_RAY_TEMP_DIR": str(tmp_path / "ray")}
+    env.pop("RAY_API_SERVER_ADDRESS", None)
+    res = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.longctx-installed",
+            "submit",
+            f"CONFIG={DEMO}",
+            "STAGE=train",
+            "ARGS=train.max_steps=4 --dry-run",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    cmd = next(line for line in (res.stdout + res.stderr).splitlines() if line.startswith("+ RAY_AUTH_MODE"))
+    assert f"-- python -m ray_jobs.train --config {DEMO} train.max_steps=4 " in cmd
+    bad = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.longctx-installed",
+            "submit",
+            f"CONFIG={DEMO}",
+            "ARGS=train.max_stepz=4 --dry-run",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "unknown config key 'train.max_stepz'" in bad.stderr

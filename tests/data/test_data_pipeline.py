@@ -150,9 +150,12 @@ def test_litm_fixture_quarantines_bad_rows_and_succeeds(tmp_path):
         tmp_path, "litm",
         "data.source.kind=litm", f"data.source.path={FIX / 'litm_small.jsonl.gz'}",
         "data.num_samples=6", "data.eval_samples=0", "data.eval_fraction=0.1",
-        "data.target_tokens=[512]", "data.turns_per_sample=[1, 2]", in_process=True,
+        "data.target_tokens=[512]", "data.turns_per_sample=[1, 2]",
+        "data.max_bad_fraction=0.4",  # the fixture is a third bad rows on purpose (default limit: 5%)
+        in_process=True,
     )  # fmt: skip
     stats = json.loads((out / "stats.json").read_text())
+    assert stats["bad"]["source"] == {"bad": 6, "of": 19} and stats["bad"]["samples"]["bad"] == 0
     assert stats["quarantined"] == {
         "answer_not_found": 1, "bad_encoding": 1, "bad_json": 1, "empty_answer": 1, "empty_text": 1, "missing_field": 1,
     }  # fmt: skip

@@ -111,6 +111,12 @@ def test_evaluate_stage_end_to_end(ray_local, tmp_path, adapter_dir, capsys):
         "base": ("base", 1024),
         "tuned": ("adapter", 1024),
     }
+    # metrics.json is the stage's own scoring of predictions.jsonl (perplexity's bucket sums live only in
+    # metrics.json; its cells are checked below). Exact numbers on known replies: test_eval_stage_scoring.py
+    from longctx_core.eval.report import aggregate
+
+    again = aggregate([p for p in predictions if p["task"] != "perplexity"], metrics["models"])["tasks"]
+    assert again == {t: m for t, m in metrics["tasks"].items() if t != "perplexity"}
 
     # every cell of every grid, with counts, equal to the predictions' means
     tasks = metrics["tasks"]

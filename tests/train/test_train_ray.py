@@ -4,14 +4,17 @@ small tiny model, packed rows streamed from Parquet through Ray Data.
 One fit per scenario (each costs ~30-60 s here), shared by the assertions on it:
 - `zero2_run`: the CPU demo preset with overrides, through the `ray_jobs.train` entrypoint (ZeRO-2, 4-bit).
 - `zero3_killed_run`: ZeRO-3 + 4-bit (quant storage = fp32), one worker SIGKILLed mid-run; the run
-  resumes from its last checkpoint.
+  resumes from its last checkpoint. Its workers run `ProbeTrainer`: after training, the trained engine's
+  logits on a fixed batch are saved for comparison with the reloaded adapter.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ from longctx_core.metrics import read_jsonl
 
 CHECKPOINT_EVERY = 4
 MAX_STEPS = 16
+PROBE_FILE = "probe_logits.pt"
 
 
 def _steps(rows):
@@ -53,6 +57,28 @@ def _adapter_tensors(folder: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def _probe_ids():
+    import torch
+
+    return torch.randint(5, 500, (2, 48), generator=torch.Generator().manual_seed(7))
+
+
+def probe_worker(loop_config: dict) -> None:
+    """Ray Train worker: train as usual, then the trained engine's logits on `_probe_ids()` in eval mode
+    (every rank runs the forward: under ZeRO-3 it gathers the shards); rank 0 saves them."""
+    import torch
+
+    from longctx_core.train_loop import Trainer
+
+    trainer = Trainer(loop_config)
+    trainer.run()
+    trainer.engine.eval()
+    with torch.no_grad():
+        logits = trainer.peft(input_ids=_probe_ids(), use_cache=False).logits.float().cpu()
+    if trainer.rank == 0:
+        torch.save(logits, trainer.run_dir / "train" / PROBE_FILE)
 
 
 # ---- fits -------------------------------------------------------------------------------------------------
@@ -144,9 +170,14 @@ def zero3_killed_run(ray_local, make_train_cfg, tmp_path_factory):
     # polling faster lets the kill land soon after the first checkpoint, well before the run ends.
     poll = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
     saved, os.environ[poll] = os.environ.get(poll), "0.2"
+    # Ray pickles functions of importable modules by reference; this test module is not importable on
+    # the workers, so `probe_worker` travels by value.
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         killer.start()
-        summary = train(cfg, root)
+        summary = train(cfg, root, worker_fn=probe_worker)
     finally:
         if saved is None:
             del os.environ[poll]
@@ -186,6 +217,38 @@ def test_zero2_qlora_trains_and_writes_a_loadable_adapter(zero2_run, train_model
     assert (after - before).abs().max().item() > 1e-3
 
 
+def _trained_tokens(cfg, history: dict[int, dict]) -> dict[int, int]:
+    """Independently of the loop's counters: the non-padding tokens of the samples trained on in each step.
+
+    The packed stream is rebuilt from the Parquet input; each rank's logged `data_digest` names the rows it
+    trained on (it hashes their sample ids), and the tokens are the samples' `n_tokens` from the Parquet
+    rows. Returns {step: tokens over all ranks}."""
+    import pyarrow.parquet as pq
+
+    from longctx_core.packing import packed_dataset, parquet_files
+    from longctx_core.train_loop import _digest
+
+    files = parquet_files(cfg.train.data_path)
+    n_tokens = {}
+    for f in files:
+        table = pq.read_table(f, columns=["id", "n_tokens"]).to_pylist()
+        n_tokens.update({r["id"]: r["n_tokens"] for r in table})
+    import ray.data
+
+    options = ray.data.DataContext.get_current().execution_options
+    saved, options.preserve_order = options.preserve_order, True  # as the trainer reads it
+    try:
+        rows = packed_dataset(files, cfg.model.name_or_path, cfg.train, cfg.run.seed, 0.25).take_all()
+    finally:
+        options.preserve_order = saved
+    per_rank_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps
+    by_digest = {}
+    for group in itertools.permutations(rows, per_rank_step):  # a rank's rows of one step, in order
+        ids = [s for r in group for s in r["sample_ids"]]
+        by_digest[_digest(ids)] = sum(n_tokens[s] for s in ids)
+    return {step: sum(by_digest[d] for d in r["data_digest"]) for step, r in history.items()}
+
+
 def test_zero2_metrics_carry_every_figure(zero2_run):
     history = _history(read_jsonl(zero2_run["root"] / "train" / "metrics.jsonl"))
     rows = [history[s] for s in sorted(history)]
@@ -195,9 +258,12 @@ def test_zero2_metrics_carry_every_figure(zero2_run):
         assert 0.3 < r["packing_efficiency"] <= 1.0
         assert r["lr"] == pytest.approx(5e-3)
         assert "mfu" not in r  # CPU: no MFU
-    # tokens/s x step time adds up to the tokens trained on (all ranks).
-    assert rows[-1]["tokens_seen"] == pytest.approx(sum(r["tokens_per_s"] * r["step_time_s"] for r in rows))
     assert len({tuple(r["data_digest"]) for r in rows}) == len(rows)  # a new micro-batch every step
+    # tokens_seen counts exactly the real (non-padding) tokens of the samples trained on, all ranks.
+    tokens = _trained_tokens(zero2_run["cfg"], history)
+    assert [r["tokens_seen"] for r in rows] == list(itertools.accumulate(tokens[s] for s in sorted(history)))
+    # Each rank draws its own dropout / NEFTune noise: the ranks' RNG states differ at every step.
+    assert all(len(set(r["rng_digest"])) == len(r["rng_digest"]) == 2 for r in rows)
 
 
 def test_zero2_checkpoints_hold_engine_adapter_and_data_position(zero2_run):
@@ -224,14 +290,28 @@ def test_zero2_checkpoints_hold_engine_adapter_and_data_position(zero2_run):
 # ---- ZeRO-3, 4-bit, a worker killed mid-run ----------------------------------------------------------------
 
 
-def test_zero3_qlora_adapter_is_complete(zero3_killed_run, zero2_run):
-    """Under ZeRO-3 every rank holds a slice of each LoRA matrix; the gathered adapter has the same keys
-    and shapes as ZeRO-2's, with real values."""
-    z3 = _adapter_tensors(Path(zero3_killed_run["summary"]["adapter"]))
-    z2 = _adapter_tensors(Path(zero2_run["summary"]["adapter"]))
+def test_zero3_qlora_adapter_reloads_to_the_trained_engines_logits(zero3_killed_run, zero2_run):
+    """Under ZeRO-3 every rank holds a slice of each LoRA matrix; the adapter gathered from them and
+    reloaded onto a fresh 4-bit base gives the trained engine's logits on the same batch."""
+    import torch
+
+    from longctx_core.modeling import load_model_with_adapter
+
+    run = zero3_killed_run
+    adapter = Path(run["summary"]["adapter"])
+    z3, z2 = _adapter_tensors(adapter), _adapter_tensors(Path(zero2_run["summary"]["adapter"]))
     assert {k: tuple(v.shape) for k, v in z3.items()} == {k: tuple(v.shape) for k, v in z2.items()}
-    assert all(v.numel() > 0 for v in z3.values())
     assert all(v.abs().max() > 0 for k, v in z3.items() if "lora_B" in k)
+    trained = torch.load(run["root"] / "train" / PROBE_FILE)
+    model = load_model_with_adapter(run["cfg"].model, adapter)
+    with torch.no_grad():
+        reloaded = model(input_ids=_probe_ids(), use_cache=False).logits.float()
+        base = model.get_base_model()
+        with model.disable_adapter():
+            untuned = base(input_ids=_probe_ids(), use_cache=False).logits.float()
+    assert reloaded.shape == trained.shape
+    assert (reloaded - trained).abs().max().item() < 1e-5
+    assert (untuned - trained).abs().max().item() > 1e-3  # the comparison can tell the adapter apart
 
 
 def test_killed_worker_resumes_from_last_checkpoint(zero3_killed_run):
@@ -258,10 +338,12 @@ def test_killed_worker_resumes_from_last_checkpoint(zero3_killed_run):
             # A redone step saw the same data and, with engine, optimizer and RNG state restored, gave the
             # same loss.
             assert r["data_digest"] == seen["data_digest"], r["step"]
+            assert r["rng_digest"] == seen["rng_digest"], r["step"]  # the same dropout draws
             assert r["loss"] == pytest.approx(seen["loss"], rel=1e-4, abs=1e-5), r["step"]
     assert attempts[-1][1][-1]["step"] == MAX_STEPS
     history = _history(rows)
     assert sorted(history) == list(range(1, MAX_STEPS + 1))  # nothing lost
+    assert all(len(set(r["rng_digest"])) == 2 for r in history.values())  # ranks draw their own noise
     # No micro-batch trained twice within an epoch of the final history.
     for epoch in {r["epoch"] for r in history.values()}:
         digests = [tuple(r["data_digest"]) for r in history.values() if r["epoch"] == epoch]

@@ -152,3 +152,42 @@ def test_stale_extension_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
     os.utime(stale, (hour_ago, hour_ago))
     assert clear_stale_build_locks(str(tmp_path), max_age_s=900) == [str(stale)]
     assert not stale.exists() and fresh.exists()  # a build in progress keeps its lock
+
+
+def _rank_draws(model_cfg, seed: int, rank: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """What `Trainer.setup_model` does on `rank` (seed, build, LoRA, per-rank reseed), then two training
+    forwards: one with LoRA dropout only, one with NEFTune noise only. Returns (initial LoRA weights,
+    dropout-only logits, NEFTune-only loss per token)."""
+    from longctx_core.modeling import add_lora, load_model
+    from longctx_core.train_loop import seed_rank
+
+    torch.manual_seed(seed)
+    peft = add_lora(load_model(model_cfg), model_cfg)
+    init = {n: p.detach().clone() for n, p in peft.named_parameters() if p.requires_grad}
+    seed_rank(seed, rank)
+    ids = torch.randint(5, 500, (1, 40), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "position_ids": torch.arange(40)[None], "labels": ids}
+    # B starts at 0, so dropout on A's input would not show in the output: give B values first.
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.1)
+        dropped = peft.train()(input_ids=ids, position_ids=batch["position_ids"], use_cache=False).logits
+        for module in peft.modules():  # NEFTune alone: dropout off
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        noisy = PackedCausalLM(peft, chunk_size=64, neftune_alpha=5.0).train()(**batch)[0]
+    return init, dropped, noisy
+
+
+def test_ranks_draw_their_own_dropout_and_neftune_noise_and_a_rerun_the_same(make_train_cfg, tmp_path):
+    """Every rank starts from the same LoRA weights (seed), then draws its own LoRA-dropout masks and
+    NEFTune noise (seed + rank); the same rank of a rerun draws the same ones."""
+    model_cfg = make_train_cfg(tmp_path, **{"model.lora.dropout": 0.3}).model
+    init0, drop0, noise0 = _rank_draws(model_cfg, seed=0, rank=0)
+    init1, drop1, noise1 = _rank_draws(model_cfg, seed=0, rank=1)
+    again0 = _rank_draws(model_cfg, seed=0, rank=0)
+    assert init0.keys() == init1.keys() and all(torch.equal(init0[k], init1[k]) for k in init0)
+    assert not torch.allclose(drop0, drop1)  # different dropout masks
+    assert noise0.item() != noise1.item()  # different NEFTune noise
+    assert torch.equal(drop0, again0[1]) and noise0.item() == again0[2].item()  # a rerun draws the same

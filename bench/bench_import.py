@@ -1,0 +1,170 @@
+"""Chat-data import throughput: import + tokenise + pack on Ray Data vs a single-process loop.
+
+    python -m bench.bench_import [--rows 4000] [--files 4] [--workers 2]
+
+Both sides run the same functions over the same generated ShareGPT rows (multi-turn, a few hundred to a
+few thousand tokens each, a few bad rows), with the tiny BPE tokenizer: the import stage
+(`data_gen.import_pipeline.import_source`: parse, normalise roles, validate, tokenise with the chat template,
+write Parquet), then the training stream's tokenise + label mask + first-fit-decreasing packing
+(`longctx_core.packing.TokenizePack` over windows of `train.pack_window` rows). On Ray Data that is the
+import's read tasks and actor pool, then `packed_dataset` with `train.data_workers` actors; the loop calls
+the same code in this process. Both must give the same Parquet bytes and the same packed rows.
+Writes bench/results/import.json; `value` is Ray Data samples/s per core (end to end, actor start-up
+included), `baseline` the loop's samples/s (one core), `ratio` value / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import command_line, print_table, write_result
+
+logger = logging.getLogger(__name__)
+
+WORDS = (
+    "the harbour keeper counted ships at dawn while lanterns burned over the quiet river and wind moved "
+    "the mill sails past old stone walls 灯塔 守护者 每天 记录 船只 河流 风车"
+).split()
+
+
+def make_rows(folder: Path, rows: int, files: int, seed: int = 0) -> None:
+    """`rows` ShareGPT rows over `files` jsonl files; about 1% are bad (a role out of order)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    handles = [(folder / f"part{i:02d}.jsonl").open("w") for i in range(files)]
+    for i in range(rows):
+        conv = []
+        for _ in range(rng.randint(1, 4)):
+            conv.append({"from": "human", "value": " ".join(rng.choices(WORDS, k=rng.randint(20, 400)))})
+            conv.append({"from": "gpt", "value": " ".join(rng.choices(WORDS, k=rng.randint(5, 120)))})
+        if rng.random() < 0.01:
+            conv.reverse()
+        handles[i * files // rows].write(json.dumps({"id": f"r{i:06d}", "conversations": conv}) + "\n")
+    for h in handles:
+        h.close()
+
+
+def _config(src: Path, workers: int):
+    from longctx_core.config import load_config
+
+    return load_config(
+        None,
+        [
+            "data.source.kind=chat",
+            f"data.source.path={src}",
+            f"data.num_workers={workers}",
+            f"train.data_workers={workers}",
+            "train.max_seq_len=4096",
+            "train.overlong=truncate",
+            "data.samples_per_shard=1000",
+            "data.max_bad_fraction=1",
+        ],
+    )
+
+
+def _pack_locally(files: list[Path], tok_path: str, cfg) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from longctx_core.packing import TokenizePack, sample_columns
+
+    packer = TokenizePack(tok_path, cfg.train.max_seq_len, True, cfg.train.overlong, cfg.run.seed)
+    table = pa.concat_tables([pq.read_table(f, columns=sample_columns([str(f)])) for f in files])
+    out = []
+    for start in range(0, table.num_rows, cfg.train.pack_window):
+        out += packer(table.slice(start, cfg.train.pack_window)).to_pylist()
+    return out
+
+
+def _pack_on_ray(files: list[Path], tok_path: str, cfg, cpus: float) -> list[dict]:
+    from longctx_core.packing import packed_dataset
+
+    tcfg = cfg.train.model_copy(update={"shuffle": False})
+    ds = packed_dataset([str(f) for f in files], tok_path, tcfg, cfg.run.seed, cpus)
+    return [r for b in ds.iter_batches(batch_size=None, batch_format="pyarrow") for r in b.to_pylist()]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_import", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=4000, help="chat rows")
+    parser.add_argument("--files", type=int, default=4, help="jsonl files they are spread over")
+    parser.add_argument("--workers", type=int, default=2, help="Ray Data actors (import and packing each)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import ray
+
+    from data_gen.import_pipeline import import_source
+    from data_gen.pipeline import load_tokenizer, tokenizer_path
+    from longctx_core.resources import cpus_per_actor
+
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+        tmp = Path(tmp)
+        make_rows(tmp / "src", args.rows, args.files)
+        cfg = _config(tmp / "src", args.workers)
+        path = tokenizer_path(cfg)
+        tok = load_tokenizer(path)
+
+        t0 = time.perf_counter()
+        loop = import_source(cfg.data.source, "chat", cfg, path, tmp / "loop", tok=tok)
+        loop_rows = _pack_locally(loop.writer.files, path, cfg)
+        loop_s = time.perf_counter() - t0
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=args.workers, include_dashboard=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        cores = min(args.workers, int(ray.cluster_resources()["CPU"]))
+        t0 = time.perf_counter()
+        on_ray = import_source(cfg.data.source, "chat", cfg, path, tmp / "ray")
+        t_import = time.perf_counter() - t0
+        ray_rows = _pack_on_ray(on_ray.writer.files, path, cfg, cpus_per_actor(args.workers, share=0.25))
+        ray_s = time.perf_counter() - t0
+        ray.shutdown()
+        same_parquet = [f.read_bytes() for f in loop.writer.files] == [
+            f.read_bytes() for f in on_ray.writer.files
+        ]
+
+    same_packed = sorted(json.dumps(r["sample_ids"]) for r in loop_rows) == sorted(
+        json.dumps(r["sample_ids"]) for r in ray_rows
+    )
+    n = loop.samples
+    loop_rate, ray_rate = n / loop_s, n / ray_s
+    print_table(
+        f"chat import + tokenise + pack: {args.rows} ShareGPT rows ({loop.tokens} tokens kept), tiny tokenizer",
+        [
+            ("plain loop (1 process)", 1, loop_s, loop_rate, loop_rate),
+            (f"Ray Data, {args.workers} actors, end to end", cores, ray_s, ray_rate, ray_rate / cores),
+        ],
+        ("path", "cores", "seconds", "samples/s", "samples/s/core"),
+    )
+    print(
+        f"import alone on Ray: {t_import:.1f} s; quarantined {len(loop.quarantine)}; identical Parquet: "
+        f"{same_parquet}; identical packed rows: {same_packed}"
+    )
+    return write_result(
+        "import",
+        value=ray_rate / cores,
+        unit="samples/s/core (chat import + tokenise + pack)",
+        baseline=loop_rate,
+        command=command_line("bench.bench_import", argv),
+        speedup=loop_s / ray_s,
+        samples=n,
+        tokens=loop.tokens,
+        quarantined=len(loop.quarantine),
+        workers=args.workers,
+        ray_import_seconds=t_import,
+        identical_parquet=same_parquet,
+        identical_packed_rows=same_packed,
+    )
+
+
+if __name__ == "__main__":
+    main()
