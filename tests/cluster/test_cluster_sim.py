@@ -223,7 +223,11 @@ def test_make_cluster_sim_on_a_clean_clone():
     args = f"--storage {runs} --artifacts {art} --run-name {name}"
     t0 = time.monotonic()
     res = subprocess.run(
-        ["make", "cluster-sim", f"ARGS={args}"], cwd=clone, capture_output=True, text=True, timeout=1400
+        ["make", "-o", ".venv/.longctx-installed", "cluster-sim", f"ARGS={args}"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=1400,
     )
     wall = time.monotonic() - t0
     out = res.stdout[-8000:] + res.stderr[-4000:]
