@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from data_gen.chat_import import chat_row, column, parse_raw, sniff_format
 from data_gen.mix import Mixer, shuffled
-from data_gen.outputs import SAMPLE_SCHEMA, write_quarantine
+from data_gen.outputs import SAMPLE_SCHEMA, write_quarantine, write_shard
 from data_gen.rawtext import cut_pieces, end_of_text_id
 from data_gen.records import Malformed
 from data_gen.seeding import rng_for
@@ -389,13 +389,9 @@ class RowWriter:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        path = self.folder / f"part-{len(self.files):05d}.parquet"
-        table = pa.Table.from_pylist(self._pending, schema=IMPORT_SCHEMA)
-        pq.write_table(table, path, row_group_size=self.rows_per_shard, compression="zstd")
-        self.files.append(path)
-        self._pending = []
+        if self._pending:
+            self.files.append(write_shard(self.folder, len(self.files), self._pending, IMPORT_SCHEMA))
+            self._pending = []
 
     def close(self) -> list[Path]:
         self._flush()

@@ -54,6 +54,16 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 
+def write_shard(folder: Path, index: int, rows: list[dict], schema) -> Path:
+    """Write `rows` as `<folder>/part-<index:05d>.parquet` (one row group, zstd); returns the path. The one
+    shard layout of every writer of sample rows (synthesized or imported)."""
+    path = folder / f"part-{index:05d}.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=schema), path, row_group_size=len(rows), compression="zstd"
+    )
+    return path
+
+
 class ShardWriter:
     """Collects (index, row | None) in any order; writes `part-NNNNN.parquet` shards in index order."""
 
@@ -81,13 +91,9 @@ class ShardWriter:
                 self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        path = self.folder / f"part-{len(self.files):05d}.parquet"
-        table = pa.Table.from_pylist(self._pending, schema=SAMPLE_SCHEMA)
-        pq.write_table(table, path, row_group_size=self.rows_per_shard, compression="zstd")
-        self.files.append(path)
-        self._pending = []
+        if self._pending:
+            self.files.append(write_shard(self.folder, len(self.files), self._pending, SAMPLE_SCHEMA))
+            self._pending = []
 
     def close(self) -> list[Path]:
         """Flush the last shard; returns the shard paths. Raises if some index never arrived."""
