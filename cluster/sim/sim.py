@@ -35,6 +35,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+# This process is a State API client of a token-auth head. Ray reads RAY_AUTH_MODE once, when it is imported
+# (measured: set later, every list_nodes was refused with "RAY_AUTH_MODE is currently 'disabled'" on a
+# machine without ~/.ray/auth_token), so it is set before the imports below; the token file's path is read
+# at the first request, and run_sim sets it once the head's temp dir is chosen.
+os.environ["RAY_AUTH_MODE"] = "token"
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 for _path in (REPO, REPO / "cluster" / "local", HERE):
@@ -152,6 +158,7 @@ class Shooter:
 def run_sim(ns: argparse.Namespace) -> int:
     """Everything after argument parsing; returns the exit status."""
     base = Path(tempfile.mkdtemp(prefix="lcx-sim-", dir="/tmp"))  # short: Ray's socket paths live below it
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(base / "token")  # the head's token (fakecluster.start_head)
     given = dict(o.split("=", 1) for o in ns.overrides if "=" in o)
     storage = Path(given.get("run.storage_path", ns.storage)).resolve()
     run_name = given.get("run.name", ns.run_name)
@@ -182,7 +189,7 @@ def run_sim(ns: argparse.Namespace) -> int:
     logger.info("starting the simulated cluster (node types from %s) ...", LAUNCHER_YAML.relative_to(REPO))
     t_start = time.time()
     head = fakecluster.start_head(LAUNCHER_YAML, base / "ray", ns.idle_timeout_s, dict(os.environ))
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(head.token_path)})  # State API
+    assert head.token_path == base / "token", head.token_path  # what this process's State API reads
     logger.info(
         "head up in %.0f s: %s (token auth on, 127.0.0.1 only)", time.time() - t_start, head.dashboard
     )
@@ -200,6 +207,11 @@ def run_sim(ns: argparse.Namespace) -> int:
         # Ray Train's placement-group cleaner calls ray.init() with no address; with other Ray instances on
         # this machine it cannot tell which is its own (measured: "Found multiple active Ray instances").
         sub.runtime_env.setdefault("env_vars", {})["RAY_ADDRESS"] = head.gcs_address
+        # Ray Data hands out work as soon as one pool actor is up. Each synthesis actor asks for a whole CPU
+        # node here, so the second waits for the autoscaler, and on a fast run the first had finished all 32
+        # samples before it came (seen once in CI: the second actor never placed). Waiting for the whole pool
+        # is what shows the autoscaler serving a pool; on a real cluster the default (start at once) is kept.
+        sub.runtime_env["env_vars"]["RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S"] = "600"
         w = watch.Watcher(head.temp_dir, head.dashboard, types["workers"])
         w.poll()
         t0 = w.t0 = time.time()
