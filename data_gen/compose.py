@@ -16,9 +16,10 @@ until the rendered chat — tokenised with the tokenizer's chat template — lan
 
 Each pool document's token count is computed once (`DocPool`); the composer sums them to choose the
 documents, fills the last gap with a sentence-truncated distractor, then tokenises the whole chat once to
-get the true `n_tokens` (and corrects if the estimate missed). The `plain` twin of a `paraphrase` sample
-(same records, seed and target) has the same context and questions: the context budget always reserves
-room for the quoted answers, so a plain sample is shorter than its twin by exactly the quote lines.
+get the true `n_tokens` (and corrects if the estimate missed). The `plain` and `quote` twins of a
+`paraphrase` sample (same records, seed and target) have the same context and questions: the context budget
+always reserves room for the paraphrase answers, so a plain sample is shorter than its twin by exactly the
+quote lines and a quote sample by the document numbers ("in Document [k]"); neither is held to the floor.
 `unanswerable` samples hold no gold document and are filled to the window on their own.
 
 Randomness comes from `seed` in separate streams ("context", "positions"), so the answer style never
@@ -385,7 +386,7 @@ def compose_sample(
     floor = target_tokens - token_tolerance(target_tokens)
     needles = [a.casefold() for r in records for a in r.answers]
     filler = _Filler(pool, lang, golds, needles, rng_for(seed, "context"))
-    # The context budget is computed with paraphrase answers for both paraphrase and plain, so twins match.
+    # The context budget is computed with paraphrase answers for every answerable style, so twins match.
     budget_style = "paraphrase" if answerable else "unanswerable"
     base = chat_tokens(
         tokenizer, _render_messages(lang, turns, sample_golds, list(range(len(golds))), budget_style)
@@ -424,7 +425,8 @@ def compose_sample(
         raise ComposeError(
             "empty_context", f"no distractor fits beside the turns ({n_tokens} of {cap} tokens)"
         )
-    if n_tokens > cap or (answer_style != "plain" and n_tokens < floor):
+    # plain and quote twins are shorter than the paraphrase answers the context was sized for: no floor
+    if n_tokens > cap or (answer_style == budget_style and n_tokens < floor):
         raise ComposeError("token_target_missed", f"{n_tokens} tokens for target {target_tokens}")
     truncated = sum(1 for d in docs if any(d is c for c in filler.cuts))
     return _sample(sample_id, messages, n_tokens, docs, slots, turns, answer_style, lang, target_tokens,

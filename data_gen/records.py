@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-AnswerStyle = Literal["paraphrase", "plain", "unanswerable"]
+AnswerStyle = Literal["paraphrase", "quote", "plain", "unanswerable"]
 Lang = Literal["en", "zh"]
 
 

@@ -12,17 +12,20 @@ A first user turn (numbers are 1-based in the text; `gold_positions` in the meta
 
     Question: When was Velmora founded?
 
-The three answer styles for that question (gold in Document [1]):
+The four answer styles for that question (gold in Document [1]):
 
     paraphrase:   The original text in Document [1] says: "Velmora was founded in 1742."
+                  So the answer is: 1742
+    quote:        The original text says: "Velmora was founded in 1742."
                   So the answer is: 1742
     plain:        The answer is: 1742
     unanswerable: None of the documents contains the answer to this question.
 
-Chinese uses 文档[1]（标题：…）, 问题：…, 文档[1]中的原文是：「…」, 所以答案是：…, 答案是：….
-Every quote sits on its own line and is verbatim text of the cited document (sentences never hold a
-newline: the splitter breaks at newlines), so `split_reply` can read it back even when it holds quotation
-marks itself.
+Chinese uses 文档[1]（标题：…）, 问题：…, 文档[1]中的原文是：「…」 (quote: 原文是：「…」), 所以答案是：…,
+答案是：….
+Every quote sits on its own line and is verbatim text of the cited document (`quote`: of a gold document;
+sentences never hold a newline: the splitter breaks at newlines), so `split_reply` can read it back even
+when it holds quotation marks itself.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from collections.abc import Sequence
 
 from data_gen.records import AnswerStyle, Document, Lang
 
-ANSWER_STYLES: tuple[AnswerStyle, ...] = ("paraphrase", "plain", "unanswerable")
+ANSWER_STYLES: tuple[AnswerStyle, ...] = ("paraphrase", "quote", "plain", "unanswerable")
+QUOTING_STYLES: tuple[AnswerStyle, ...] = ("paraphrase", "quote")  # replies that quote the evidence
 
 SYSTEM_PROMPT = {
     "en": "You are a helpful assistant. Answer questions using only the numbered documents you are given.",
@@ -44,7 +48,10 @@ _INSTRUCTION = {
 }
 _QUESTION = {"en": "Question: {q}", "zh": "问题：{q}"}
 _DOC_HEADER = {"en": "Document [{n}] (Title: {title}) ", "zh": "文档[{n}]（标题：{title}）"}
-_QUOTE_INTRO = {"en": "The original text in Document [{n}] says: ", "zh": "文档[{n}]中的原文是："}
+_QUOTE_INTRO = {
+    "paraphrase": {"en": "The original text in Document [{n}] says: ", "zh": "文档[{n}]中的原文是："},
+    "quote": {"en": "The original text says: ", "zh": "原文是："},  # the same without the document number
+}
 _FINAL = {"en": "So the answer is: {a}", "zh": "所以答案是：{a}"}
 _PLAIN = {"en": "The answer is: {a}", "zh": "答案是：{a}"}
 UNANSWERABLE_REPLY = {
@@ -88,17 +95,19 @@ def quote(text: str, lang: Lang) -> str:
 def render_answer(style: AnswerStyle, lang: Lang, answer: str, quotes: Sequence[tuple[int, str]] = ()) -> str:
     """The assistant turn for one question.
 
-    `quotes` are (1-based document number, verbatim sentence) pairs, used by the paraphrase style only.
+    `quotes` are (1-based document number, verbatim sentence) pairs, used by the quoting styles only
+    (`quote` drops the number).
     """
     if style == "unanswerable":
         return UNANSWERABLE_REPLY[lang]
     if style == "plain":
         return _PLAIN[lang].format(a=answer)
-    if style != "paraphrase":
+    if style not in QUOTING_STYLES:
         raise ValueError(f"unknown answer style {style!r}; expected one of {ANSWER_STYLES}")
     if not quotes:
-        raise ValueError("the paraphrase style needs at least one quoted evidence sentence")
-    lines = [_QUOTE_INTRO[lang].format(n=n) + quote(sentence, lang) for n, sentence in quotes]
+        raise ValueError(f"the {style} style needs at least one quoted evidence sentence")
+    intro = _QUOTE_INTRO[style][lang]
+    lines = [intro.format(n=n) + quote(sentence, lang) for n, sentence in quotes]
     return "\n".join([*lines, _FINAL[lang].format(a=answer)])
 
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 
 from data_gen.records import Document
-from data_gen.styles import cited_documents, is_unanswerable_reply, render_document, split_reply
+from data_gen.styles import (
+    ANSWER_STYLES,
+    QUOTING_STYLES,
+    cited_documents,
+    is_unanswerable_reply,
+    render_document,
+    split_reply,
+)
 
 _NEXT_DOC = re.compile(r"\n\n(?=Document \[\d+\] \(Title: |文档\[\d+\]（标题：)")
 _HEADER = re.compile(r"^(?:Document \[(\d+)\] \(Title: .*?\) |文档\[(\d+)\]（标题：.*?）)", re.S)
@@ -49,9 +56,10 @@ RULES = {
     "unanswerable": "an unanswerable sample with an answer or a gold document",
     "answer": "the final answer is not among the accepted answers",
     "plain_quotes": "a plain answer holds quotes",
-    "quote_count": "a quoting answer without quotes, or quotes and cited documents that do not pair up",
-    "quote_not_verbatim": "a quote that is not verbatim text of the document it cites",
-    "quote_not_gold": "a quote citing a document that is not a gold document",
+    "quote_count": "a quoting answer without quotes, or quotes and cited documents that do not pair up "
+    "(a quote answer cites none)",
+    "quote_not_verbatim": "a quote that is not verbatim text of the document it cites (quote: of any document)",
+    "quote_not_gold": "a quote citing a document that is not a gold document (quote: found only outside them)",
     "answer_leak": "a distractor (non-gold document) holds an answer string",
     "too_long": "n_tokens above meta.target_tokens",
 }
@@ -66,7 +74,6 @@ _COLUMNS = (
     "lang",
     "meta",
 )
-_STYLES = ("paraphrase", "quote", "plain", "unanswerable")
 
 
 def _columns_problem(row: dict) -> str | None:
@@ -78,7 +85,7 @@ def _columns_problem(row: dict) -> str | None:
 def _shape_problems(row: dict, docs: list[str]) -> list[str]:
     """Value sets, document count and gold positions."""
     problems = []
-    if row["answer_style"] not in _STYLES or row["lang"] not in ("en", "zh"):
+    if row["answer_style"] not in ANSWER_STYLES or row["lang"] not in ("en", "zh"):
         problems.append(f"bad_value: answer_style {row['answer_style']!r}, lang {row['lang']!r}")
     if not row["n_tokens"] > 0 or not row["n_docs"] > 0:
         problems.append(f"bad_value: n_tokens {row['n_tokens']}, n_docs {row['n_docs']}")
@@ -93,7 +100,7 @@ def _shape_problems(row: dict, docs: list[str]) -> list[str]:
         problems.append(f"gold_range: {gold} for {row['n_docs']} documents")
     if len(set(gold)) != len(gold):
         problems.append(f"gold_duplicate: {gold}")
-    if row["answer_style"] in ("paraphrase", "quote", "plain") and not gold:
+    if row["answer_style"] in (*QUOTING_STYLES, "plain") and not gold:
         problems.append(f"gold_missing: {row['answer_style']} sample with no gold position")
     target = row["meta"].get("target_tokens")
     if target and row["n_tokens"] > target:
@@ -126,14 +133,9 @@ def _reply_problems(t: int, reply: str, row: dict, docs: list[str]) -> list[str]
     if style == "plain":
         return problems + ([f"plain_quotes: turn {t} holds {len(quotes)} quotes"] if quotes else [])
     gold = set(row["gold_positions"])
-    if style == "quote":  # no document numbers: each quote must be verbatim in some gold document
-        if not quotes:
-            problems.append(f"quote_count: turn {t} quotes nothing")
-        for q in quotes:
-            if not any(0 <= g < len(docs) and q in docs[g] for g in gold):
-                problems.append(f"quote_not_verbatim: turn {t}: {q[:60]!r} is in no gold document")
-        return problems
     cited = cited_documents(reply)
+    if style == "quote":
+        return problems + _bare_quote_problems(t, quotes, cited, gold, docs)
     if not quotes or len(cited) != len(quotes):
         problems.append(f"quote_count: turn {t}: {len(quotes)} quotes but {len(cited)} cited documents")
     for q, n in zip(quotes, cited, strict=False):
@@ -141,6 +143,26 @@ def _reply_problems(t: int, reply: str, row: dict, docs: list[str]) -> list[str]
             problems.append(f"quote_not_verbatim: turn {t}: {q[:60]!r} is not verbatim in Document [{n}]")
         elif n - 1 not in gold:
             problems.append(f"quote_not_gold: turn {t} cites Document [{n}], not a gold document")
+    return problems
+
+
+def _bare_quote_problems(
+    t: int, quotes: list[str], cited: list[int], gold: set[int], docs: list[str]
+) -> list[str]:
+    """A `quote` turn names no document, so each quote must be verbatim in some gold document."""
+    problems = []
+    if not quotes or cited:
+        problems.append(
+            f"quote_count: turn {t}: {len(quotes)} quotes, cites documents {cited} (expected none)"
+        )
+    for q in quotes:
+        if any(q in docs[g] for g in gold if 0 <= g < len(docs)):
+            continue
+        elsewhere = [i + 1 for i, d in enumerate(docs) if q in d]
+        if elsewhere:
+            problems.append(f"quote_not_gold: turn {t}: {q[:60]!r} is only in Document {elsewhere}")
+        else:
+            problems.append(f"quote_not_verbatim: turn {t}: {q[:60]!r} is verbatim in no document")
     return problems
 
 

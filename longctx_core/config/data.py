@@ -22,7 +22,7 @@ from longctx_core.config.sources import (
 
 SourceKind = Literal["builtin", "litm", "squad", "hotpotqa", "jsonl", "parquet", "hf", "chat", "text"]
 RECORD_FIELDS = ("id", "question", "answers", "text", "title", "lang", "evidence")
-STYLES = ("paraphrase", "plain", "unanswerable")
+STYLES = ("paraphrase", "quote", "plain", "unanswerable")
 
 
 def check_style_mix(
@@ -178,8 +178,9 @@ class DataConfig(Section):
     )
     answer_styles: dict[str, float] = Field(
         default_factory=lambda: {"paraphrase": 0.9, "unanswerable": 0.1},
-        description="Answer-style mix (weights): paraphrase (quote the evidence, then answer), plain "
-        "(answer only: the ablation twin), unanswerable (gold removed, the answer says so).",
+        description="Answer-style mix (weights): paraphrase (quote the evidence naming its document, then "
+        "answer), quote (the same without the document number), plain (answer only: the ablation twin), "
+        "unanswerable (gold removed, the answer says so).",
     )
     gold_position: GoldPositionConfig = Field(
         default_factory=GoldPositionConfig, description="Gold document placement."

@@ -63,8 +63,8 @@ def first_line(reply: str) -> str:
 
 
 def final_answer(reply: str, lang: str = "en") -> str:
-    """The answer part of a reply: after the last "answer is:" / "答案是：" marker (paraphrase and plain
-    styles), else the reply minus its quote lines (see `data_gen.styles.split_reply`)."""
+    """The answer part of a reply: after the last "answer is:" / "答案是：" marker (paraphrase, quote and
+    plain styles), else the reply minus its quote lines (see `data_gen.styles.split_reply`)."""
     return split_reply(reply, lang)[1]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
@@ -142,6 +143,11 @@ def _records(tok, rng: random.Random, lang: str, lengths: list[int], two_gold: l
     return records
 
 
+def _budget_style(style: str) -> str:
+    """The style the composer sizes the context for: plain and quote are twins of paraphrase."""
+    return "paraphrase" if style in ("plain", "quote") else style
+
+
 def _bound_tokens(tok, records: list[QARecord], style: str, lang: str) -> int:
     """An upper bound on what the gold documents and the turns alone take (system prompt and template
     included with margin): when even this bound is under the cap, `document_too_long` is not legitimate."""
@@ -152,7 +158,7 @@ def _bound_tokens(tok, records: list[QARecord], style: str, lang: str) -> int:
     total += sum(count_tokens(tok, d.title) + count_tokens(tok, d.text) + 16 for d in golds)
     for r in records:
         quotes = [(99, s) for _, s in locate_evidence(r).quotes]
-        answer = render_answer("paraphrase" if style == "plain" else style, lang, r.answers[0], quotes)
+        answer = render_answer(_budget_style(style), lang, r.answers[0], quotes)
         total += count_tokens(tok, render_followup_user(r.question, lang)) + count_tokens(tok, answer) + 16
     return total
 
@@ -178,8 +184,7 @@ def _golds_only_tokens(tok, records: list[QARecord], style: str, lang: str) -> i
         user = (
             render_first_user(golds, r.question, lang) if t == 0 else render_followup_user(r.question, lang)
         )
-        budget_style = "paraphrase" if style == "plain" else style
-        answer = render_answer(budget_style, lang, ev.answer or r.answers[0], quotes)
+        answer = render_answer(_budget_style(style), lang, ev.answer or r.answers[0], quotes)
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
     return len(tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 
@@ -273,6 +278,7 @@ def _check_compose_error(exc: ComposeError, tok, records, pool, style, lang, tar
 )  # ~60 docs
 @example(case=_case(lengths=[1400], band=(300, 1500), slack=150, kind="middle", middle_weight=1.0))  # NQ-like
 @example(case=_case(lang="zh", lengths=[900, 200], two_gold=[True, False], band=(800, 3000), slack=900))
+@example(case=_case(lang="zh", lengths=[300, 120], two_gold=[True, False], style="quote", slack=700))
 def test_composer_samples_always_validate_or_fail_for_a_fit_reason(tok, big_pool, case):
     rng = random.Random(case["seed"])
     lang, style = case["lang"], case["style"]
@@ -307,7 +313,7 @@ def test_composer_samples_always_validate_or_fail_for_a_fit_reason(tok, big_pool
     assert validate_row(sample.to_row()) == []
     true_len = len(tok.apply_chat_template(sample.messages, tokenize=True, return_dict=True)["input_ids"])
     assert sample.n_tokens == true_len <= cap
-    if style != "plain":
+    if _budget_style(style) == style:  # twins are shorter than their paraphrase sample
         assert sample.n_tokens >= target - token_tolerance(target)
     golds = list(dict.fromkeys(d for r in records for d in r.evidence_docs))
     if style == "unanswerable":
@@ -352,8 +358,40 @@ def test_long_passages_leave_room_for_one_to_three_documents(tok, big_pool, lang
         seed=seed,
     )
     assert validate_row(sample.to_row()) == []
-    assert target - token_tolerance(target) <= sample.n_tokens <= target or style == "plain"
+    assert sample.n_tokens <= target
+    assert sample.n_tokens >= target - token_tolerance(target) or _budget_style(style) != style
     assert sample.n_docs >= 1
+
+
+_DOC_NUMBER = re.compile(r" in Document \[\d+\]|文档\[\d+\]中的")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(
+    lang=st.sampled_from(["en", "zh"]),
+    lengths=st.lists(st.integers(50, 600), min_size=1, max_size=3),
+    two_gold=st.booleans(),
+    slack=st.integers(0, 2000),
+    seed=st.integers(0, 2**32),
+)
+def test_quote_twin_is_the_paraphrase_sample_without_document_numbers(
+    tok, big_pool, lang, lengths, two_gold, slack, seed
+):
+    """Same records, seed and target: the same context and questions; each quote reply is its paraphrase
+    reply with "in Document [k]" / "文档[k]中的" removed, so only the document numbers differ."""
+    records = _records(tok, random.Random(seed), lang, lengths, [two_gold] + [False] * (len(lengths) - 1))
+    pool = DocPool(*big_pool)
+    target = _bound_tokens(tok, records, "paraphrase", lang) + slack
+    kw = {"target_tokens": target, "positions": PositionSpec("middle"), "seed": seed}
+    para = compose_sample(records, pool, tok, answer_style="paraphrase", **kw)
+    quote = compose_sample(records, pool, tok, answer_style="quote", **kw)
+    assert validate_row(quote.to_row()) == []
+    assert quote.gold_positions == para.gold_positions and quote.meta["titles"] == para.meta["titles"]
+    for a, b in zip(para.messages, quote.messages, strict=True):
+        assert b["content"] == (
+            _DOC_NUMBER.sub("", a["content"]) if a["role"] == "assistant" else a["content"]
+        )
+    assert quote.n_tokens < para.n_tokens <= target
 
 
 def test_document_too_long_bound_is_not_vacuous(tok):

@@ -4,6 +4,7 @@ input, and the real NQ file (skipped when ../shared/data is absent)."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_gen.split import split_of
+from data_gen.styles import cited_documents
 from data_gen.validate import validate_row
 from longctx_core.config import load_config
 from longctx_core.errors import LongctxError
@@ -143,6 +145,29 @@ def test_plain_twin_run_has_same_contexts(two_runs, tmp_path):
             assert users(row) == users(a[row["id"]])
             assert row["meta"]["questions"] == a[row["id"]]["meta"]["questions"]
     assert not (twin / "eval").exists() or not list((twin / "eval").glob("*.parquet"))
+
+
+def test_quote_twin_run_on_ray_drops_only_the_document_numbers(two_runs, tmp_path):
+    para, _ = two_runs
+    overrides = [o for o in SMALL if not o.startswith("data.answer_styles")] + ["data.eval_samples=0"]
+    twin = run_synthesize(tmp_path, "quote", *overrides, "data.answer_styles={quote: 1}")
+    assert json.loads((twin / "stats.json").read_text())["answer_styles"] == {"quote": 12}
+    number = re.compile(r" in Document \[\d+\]|文档\[\d+\]中的")
+
+    def drop(r: dict) -> list[str]:  # the messages without the replies' document numbers
+        return [
+            number.sub("", m["content"]) if m["role"] == "assistant" else m["content"] for m in r["messages"]
+        ]
+
+    a = {r["id"]: r for r in rows_of(para / "train")}
+    twins = 0
+    for row in rows_of(twin / "train"):
+        assert row["answer_style"] == "quote" and validate_row(row) == [], row["id"]
+        assert not any(cited_documents(m["content"]) for m in row["messages"] if m["role"] == "assistant")
+        if a[row["id"]]["answer_style"] == "paraphrase":
+            assert drop(row) == drop(a[row["id"]])
+            twins += 1
+    assert twins
 
 
 def test_litm_fixture_quarantines_bad_rows_and_succeeds(tmp_path):

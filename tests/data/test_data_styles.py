@@ -30,6 +30,26 @@ def test_paraphrase_roundtrip(lang, quotes, answer):
     assert cited_documents(reply) == [n for n, _ in quotes]
 
 
+def test_quote_golden_strings_name_no_document():
+    en = render_answer("quote", "en", "1742", [(3, "Velmora was founded in 1742."), (5, 'He said "no".')])
+    assert en == (
+        'The original text says: "Velmora was founded in 1742."\n'
+        'The original text says: \u201cHe said "no".\u201d\n'
+        "So the answer is: 1742"
+    )
+    zh = render_answer("quote", "zh", "青藏高原", [(2, "长江发源于青藏高原。")])
+    assert zh == "原文是：「长江发源于青藏高原。」\n所以答案是：青藏高原"
+    for reply, lang in ((en, "en"), (zh, "zh")):
+        quotes, final = split_reply(reply, lang)
+        assert len(quotes) == len(reply.splitlines()) - 1 and final in ("1742", "青藏高原")
+        assert cited_documents(reply) == []
+    # the paraphrase twin differs only by the document number
+    para = render_answer("paraphrase", "zh", "青藏高原", [(2, "长江发源于青藏高原。")])
+    assert para.replace("文档[2]中的", "") == zh
+    with pytest.raises(ValueError, match="quote style needs"):
+        render_answer("quote", "en", "x", [])
+
+
 def test_plain_and_unanswerable():
     assert split_reply(render_answer("plain", "en", "Rollo"), "en") == ([], "Rollo")
     assert split_reply(render_answer("plain", "zh", "东海"), "zh") == ([], "东海")

@@ -41,7 +41,7 @@ def make_row(lang: str = "en", style: str = "paraphrase", gold: int = 0) -> dict
     messages = [{"role": "system", "content": "sys"}]
     for t, (q, answer, sentence) in enumerate(turns):
         user = render_first_user(docs, q, lang) if t == 0 else render_followup_user(q, lang)
-        quotes = [(gold + 1, sentence)] if style == "paraphrase" else []
+        quotes = [(gold + 1, sentence)] if style in ("paraphrase", "quote") else []
         messages += [
             {"role": "user", "content": user},
             {"role": "assistant", "content": render_answer(style, lang, answer, quotes)},
@@ -66,7 +66,7 @@ def make_row(lang: str = "en", style: str = "paraphrase", gold: int = 0) -> dict
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
-@pytest.mark.parametrize("style", ["paraphrase", "plain", "unanswerable"])
+@pytest.mark.parametrize("style", ["paraphrase", "quote", "plain", "unanswerable"])
 @pytest.mark.parametrize("gold", [0, 1])
 def test_sound_rows_pass(lang, style, gold):
     assert validate_row(make_row(lang, style, gold)) == []
@@ -164,14 +164,32 @@ def test_each_rule_reports_its_own_reason(rule):
     assert rule in reasons, validate_row(bad)
 
 
-def test_quote_style_checks_quotes_against_gold_documents():
-    row = make_row("en", "paraphrase", gold=1)
-    row["answer_style"] = "quote"
-    for t in range(2):  # the quote style: the same quotes without the document number
-        _reply(row, t, row["messages"][2 + 2 * t]["content"].replace(" in Document [2]", ""))
+def test_quote_rows_are_paraphrase_rows_without_document_numbers():
+    for lang, number in (("en", " in Document [2]"), ("zh", "文档[2]中的")):
+        para, quote = make_row(lang, "paraphrase", gold=1), make_row(lang, "quote", gold=1)
+        for a, b in zip(para["messages"], quote["messages"], strict=True):
+            assert a["content"].replace(number, "") == b["content"]
+
+
+QUOTE_CASES = {  # rule -> turn-0 replies of a quote row whose gold document is Document [2]
+    "quote_count": [
+        "So the answer is: Rosa Venn",  # no quote
+        'The original text in Document [2] says: "The mayor of Alpha is Rosa Venn."\nSo the answer is: Rosa Venn',
+    ],
+    "quote_not_verbatim": [
+        'The original text says: "The mayor of Alpha is Rosa  Venn."\nSo the answer is: Rosa Venn'
+    ],
+    "quote_not_gold": ['The original text says: "Beta sings at night."\nSo the answer is: Rosa Venn'],
+    "answer": ['The original text says: "The mayor of Alpha is Rosa Venn."\nSo the answer is: Rosa'],
+}
+
+
+@pytest.mark.parametrize(("rule", "reply"), [(r, x) for r, xs in QUOTE_CASES.items() for x in xs])
+def test_quote_style_rules(rule, reply):
+    row = make_row("en", "quote", gold=1)
     assert validate_row(row) == []
-    _reply(row, 0, '"Beta sings at night."\nSo the answer is: Rosa Venn')
-    assert {p.split(":", 1)[0] for p in validate_row(row)} == {"quote_not_verbatim"}
+    _reply(row, 0, reply)
+    assert {p.split(":", 1)[0] for p in validate_row(row)} == {rule}, validate_row(row)
 
 
 def test_chinese_unanswerable_reply_is_checked():

@@ -178,3 +178,28 @@ def test_passkey_correct_uses_the_first_number():
     assert scoring.passkey_correct("The pass key is 48213.", "48213") == 1.0
     assert scoring.passkey_correct("12345 or 48213", "48213") == 0.0
     assert scoring.passkey_correct("no idea", "48213") == 0.0
+
+
+@pytest.mark.parametrize(
+    "lang,sentence,answer,gold",
+    [
+        ("en", "Velmora was founded in 1742 by river traders.", "1742", 1),
+        ("zh", "青石镇位于临川江畔。", "临川江畔", 2),
+    ],
+)
+def test_quote_style_reply_is_quoted_and_faithful_to_the_gold_document(lang, sentence, answer, gold):
+    from data_gen.styles import cited_documents, render_answer
+
+    reply = render_answer("quote", lang, answer, [(gold + 1, sentence)])  # names no document
+    assert cited_documents(reply) == []
+    assert scoring.answer_em(reply, [answer], lang) == (answer, 1.0)
+    got = scoring.quote_faithfulness(reply, DOCS, [gold], lang)
+    assert got == {
+        "n_quotes": 1,
+        "quoted": True,
+        "faithful_any": True,
+        "faithful_gold": True,
+        "near_miss": False,
+    }
+    distractor = (gold + 1) % len(DOCS)  # the same verbatim quote is not faithful to another document
+    assert scoring.quote_faithfulness(reply, DOCS, [distractor], lang)["faithful_gold"] is False
