@@ -26,6 +26,7 @@ import resource
 import time
 
 from bench.common import command_line, print_table, write_result
+from bench.fixtures import demo_config
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,13 @@ def measure_curve(cfg_dict: dict, lengths: list[int], chunked: bool, steps: int,
     optimizer steps on one random row; returns [{length, tokens_per_s, peak_rss_gb, step_gb, loss}]."""
     import torch
 
-    from bench.bench_overhead import build_plain
     from longctx_core.config import config_from_dict
+    from longctx_core.train.engine import build_engine
 
     torch.set_num_threads(threads)
     cfg = config_from_dict(cfg_dict)
-    wrapper, params, opt = build_plain(cfg)
+    built = build_engine(cfg, total_steps=None, use_deepspeed=False)  # no schedule: a constant LR
+    wrapper, opt = built.loss_model, built.optimizer
     wrapper.train()
     loaded = current_rss_gb()
     vocab = wrapper.causal_lm().config.vocab_size
@@ -90,8 +92,6 @@ def measure_curve(cfg_dict: dict, lengths: list[int], chunked: bool, steps: int,
 
 def long_config(multiples: list[int]):
     """The demo config with the tiny model YaRN-extended to max(multiples) x its original context."""
-    from bench.bench_packing import demo_config
-
     base = demo_config()
     original = base.model.tiny.max_position_embeddings
     top = max(multiples)

@@ -5,10 +5,11 @@
 Both sides train the tiny demo model (4-bit QLoRA, `PackedCausalLM`, AdamW, the LR schedule, clipping) from
 the same seed on the same packed rows (demo samples composed by data_gen, packed by `longctx_core.packing`),
 in the same order, the same number of optimizer steps; the first `--warmup` steps are not timed.
-- Ray side: a `TorchTrainer` with 1 worker whose loop is the project's `Trainer` (`setup_model`: DeepSpeed
+- Ray side: a `TorchTrainer` with 1 worker running the project's worker phases (`setup_model`: DeepSpeed
   ZeRO-2 engine; `setup_data`: the Ray Data shard; `train_step`), timed around `train_step` only.
-- Plain side: a spawned process running the same model + loss with a torch optimizer step, once before and
-  once after the Ray run (A-B-A, so load drift on a shared machine hits both sides); baseline = their mean.
+- Plain side: `bench.fixtures.plain_train` in a spawned process: the same `build_engine` without DeepSpeed,
+  a torch optimizer step, once before and once after the Ray run (A-B-A, so load drift on a shared machine
+  hits both sides); baseline = their mean.
 Both use `--threads` torch threads: Ray caps a worker's OMP threads at its CPU reservation, which would
 measure the reservation rather than the framework.
 
@@ -22,120 +23,52 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import command_line, print_table, write_result
+from bench.common import command_line, peak_rss_gb, print_table, write_result
+from bench.fixtures import compose_samples, demo_config, plain_train
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _real_tokens(batch: dict) -> int:
-    """Tokens of a collated batch that belong to samples (its `real` entry, else every slot)."""
-    return int(batch["real"]) if "real" in batch else int(batch["input_ids"].numel())
-
-
-def build_plain(cfg):
-    """The plain-PyTorch side of a training step, built as the Trainer builds it but without DeepSpeed;
-    returns (PackedCausalLM wrapper, trainable params, AdamW, LambdaLR factory)."""
-    import torch
-
-    from longctx_core.losses import PackedCausalLM
-    from longctx_core.modeling import add_lora, load_model
-
-    t = cfg.train
-    torch.manual_seed(cfg.run.seed)  # the Trainer seeds the same way before loading: same LoRA init
-    peft = add_lora(load_model(cfg.model), cfg.model)
-    wrapper = PackedCausalLM(peft, t.loss_chunk_size, t.neftune_alpha, t.use_liger)
-    params = [p for p in wrapper.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay)
-    return wrapper, params, opt
-
-
-def plain_train(cfg, batches: list[dict], warmup: int = 1, threads: int | None = None) -> dict:
-    """Train on `batches[:warmup]` (untimed) then on all of `batches` (timed), one optimizer step per
-    micro-batch, loss normalised by labelled tokens as in `Trainer.train_step`.
-
-    Returns {steps, seconds, tokens (real), slot_tokens, tokens_per_s, losses, peak_rss_gb}.
-    """
-    import torch
-
-    from longctx_core.train_loop import lr_lambda
-
-    if threads:
-        torch.set_num_threads(threads)
-    wrapper, params, opt = build_plain(cfg)
-    sequence = batches[:warmup] + batches
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train, len(sequence)))
-    wrapper.train()
-    losses, seconds, tokens, slots = [], 0.0, 0, 0
-    for i, batch in enumerate(sequence):
-        b = {k: v for k, v in batch.items() if k in ("input_ids", "labels", "position_ids")}
-        t0 = time.perf_counter()
-        n_label = max(1, int((b["labels"][:, 1:] != -100).sum()))
-        loss_sum, _ = wrapper(**b)
-        (loss_sum / n_label).backward()
-        if cfg.train.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        losses.append(float(loss_sum.detach()) / n_label)
-        if i >= warmup:
-            seconds += dt
-            tokens += _real_tokens(batch)
-            slots += int(b["input_ids"].numel())
-    return {
-        "steps": len(batches),
-        "seconds": seconds,
-        "tokens": tokens,
-        "slot_tokens": slots,
-        "tokens_per_s": tokens / seconds,
-        "losses": losses,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }
-
-
 def _plain_in_child(cfg_dict: dict, rows: list[dict], warmup: int, threads: int) -> dict:
     """Spawned-process entry: collate `rows` one per micro-batch and run `plain_train`; returns its result."""
     from longctx_core.config import config_from_dict
-    from longctx_core.packing import collate
+    from longctx_core.packing import collate_packed
 
     cfg = config_from_dict(cfg_dict)
-    batches = [collate([r], 0) | {"real": len(r["input_ids"])} for r in rows]
+    batches = [collate_packed([r], 0) | {"real": len(r["input_ids"])} for r in rows]
     return plain_train(cfg, batches, warmup, threads)
 
 
 def _ray_worker(loop_config: dict) -> None:
-    """Ray Train loop: the project's Trainer phases, timing `train_step` over this shard's micro-batches."""
+    """Ray Train loop: the project's worker phases, timing `train_step` over this shard's micro-batches."""
     import ray.train
     import torch
 
-    from longctx_core.train_loop import Trainer
+    from longctx_core.train.worker import Run, micro_batches, setup_data, setup_model, train_step
 
     torch.set_num_threads(loop_config["threads"])
-    trainer = Trainer(loop_config)
-    trainer.setup_model()
-    trainer.setup_data()
-    stream = trainer.micro_batches()
+    run = Run.from_loop_config(loop_config)
+    built = setup_model(run)
+    shard, pad_id = setup_data(built.hf_config)
+    stream = micro_batches(shard, run.cfg.train)
     losses, seconds, tokens = [], 0.0, 0
     for i in range(loop_config["total_steps"]):
         micro = [next(stream)]
         t0 = time.perf_counter()
-        stats = trainer.train_step(micro)
+        stats = train_step(run, built, micro, pad_id)
         dt = time.perf_counter() - t0
         losses.append(stats["loss"])
         if i >= loop_config["warmup"]:
             seconds += dt
             tokens += stats["tokens"]
     stream.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    metrics = {"seconds": seconds, "tokens": tokens, "losses": losses, "peak_rss_gb": peak}
+    metrics = {"seconds": seconds, "tokens": tokens, "losses": losses, "peak_rss_gb": peak_rss_gb()}
     # Ray Train 2.x returns metrics to the driver only with a checkpoint: attach an empty one.
     with tempfile.TemporaryDirectory(prefix="bench-overhead-ckpt-") as folder:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
@@ -150,7 +83,7 @@ def ray_train(cfg, rows: list[dict], warmup: int, threads: int, storage: str) ->
     from ray.train.torch import TorchTrainer
 
     from longctx_core.resources import cpus_per_actor
-    from longctx_core.train_loop import TRAIN_DATASET
+    from longctx_core.train.state import TRAIN_DATASET
 
     sequence = rows[:warmup] + rows
     ds = ray.data.from_items(sequence).materialize()
@@ -177,7 +110,6 @@ def ray_train(cfg, rows: list[dict], warmup: int, threads: int, storage: str) ->
 
 def packed_rows(cfg, n_samples: int) -> list[dict]:
     """Demo samples composed with data_gen, packed into rows of `train.max_seq_len`; returns row dicts."""
-    from bench.bench_packing import compose_samples
     from longctx_core.packing import pack_samples
 
     samples, _ = compose_samples(cfg, n_samples)
@@ -207,8 +139,6 @@ def main(argv=None) -> dict:
     import multiprocessing
 
     import ray
-
-    from bench.bench_packing import demo_config
 
     overrides = [f"train.max_seq_len={args.seq_len}", "model.lora.dropout=0.0", "train.num_workers=1"]
     cfg = demo_config(overrides)  # dropout off: both sides must compute the same losses

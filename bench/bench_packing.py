@@ -28,58 +28,15 @@ are in `efficiency`; `load_average` is the 1-minute load before and after the ti
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
 import statistics
-from pathlib import Path
 
 from bench.common import command_line, print_table, write_result
+from bench.fixtures import compose_samples, demo_config, plain_train
 
 logger = logging.getLogger(__name__)
-
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "demo_cpu.yaml"
-
-
-def demo_config(overrides: list[str] = ()):
-    """The CPU demo preset with `overrides` applied; returns the validated Config."""
-    from longctx_core.config import load_config
-
-    return load_config(DEMO_CONFIG, list(overrides))
-
-
-def compose_samples(cfg, n: int) -> tuple[list, str]:
-    """Compose `n` training samples with data_gen at `cfg`'s data config (in this process) and tokenise them
-    with the chat template; returns ([packing.Sample], tokenizer path). Failed compositions are skipped."""
-    from data_gen.compose import PositionSpec
-    from data_gen.pipeline import (
-        ComposeSettings,
-        _base_overhead,
-        compose_locally,
-        load_tokenizer,
-        plan_samples,
-        prepare_records,
-        tokenizer_path,
-    )
-    from longctx_core.chat import tokenize_chat
-    from longctx_core.packing import Sample
-
-    path = tokenizer_path(cfg)
-    tok = load_tokenizer(path)
-    prep = prepare_records(cfg, tok)
-    overhead = {lang: _base_overhead(tok, lang) for lang in ("en", "zh")}
-    tasks = plan_samples(prep, cfg.data, cfg.run.seed, "train", n, overhead)
-    settings = ComposeSettings(
-        PositionSpec.from_config(cfg.data.gold_position), cfg.train.max_seq_len, cfg.run.seed, "builtin"
-    )
-    samples = []
-    for res in compose_locally(tasks, tok, prep.pools, settings):
-        if res["row"]:
-            row = json.loads(res["row"])
-            chat = tokenize_chat(tok, row["messages"])
-            samples.append(Sample(row["id"], chat.input_ids, chat.labels))
-    return samples, path
 
 
 def efficiency(lengths: list[int], capacity: int, window: int) -> dict:
@@ -106,27 +63,27 @@ def wide_lengths(n: int, lo: int, hi: int, seed: int) -> list[int]:
     return [rng.randint(lo, hi) for _ in range(n)]
 
 
-def micro_batches(rows: list[dict], batch: int, pad_id: int) -> list[dict]:
+def collate_micro_batches(rows: list[dict], batch: int, pad_id: int) -> list[dict]:
     """Micro-batches of `batch` consecutive rows, each padded to its longest row; returns collated batches
     (+ `real`: the tokens that belong to samples)."""
-    from longctx_core.packing import collate
+    from longctx_core.packing import collate_packed
 
     chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
-    return [collate(c, pad_id) | {"real": sum(len(r["input_ids"]) for r in c)} for c in chunks]
+    return [collate_packed(c, pad_id) | {"real": sum(len(r["input_ids"]) for r in c)} for c in chunks]
 
 
 def batches_packed(samples, capacity: int, batch: int, pad_id: int, seed: int) -> list[dict]:
     """Packed rows of `samples` (FFD, seeded row order), `batch` rows per micro-batch; returns the batches."""
     from longctx_core.packing import pack_samples
 
-    return micro_batches([r.to_dict() for r in pack_samples(samples, capacity, seed)], batch, pad_id)
+    return collate_micro_batches([r.to_dict() for r in pack_samples(samples, capacity, seed)], batch, pad_id)
 
 
 def batches_padded(samples, batch: int, pad_id: int) -> list[dict]:
     """One sample per row, `batch` rows per micro-batch padded to the longest; returns the batches."""
     from longctx_core.packing import one_per_row
 
-    return micro_batches([r.to_dict() for r in one_per_row(samples)], batch, pad_id)
+    return collate_micro_batches([r.to_dict() for r in one_per_row(samples)], batch, pad_id)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -170,8 +127,6 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    from bench.bench_overhead import plain_train
 
     cfg = demo_config()
     window = cfg.train.pack_window

@@ -21,6 +21,7 @@ import statistics
 import time
 
 from bench.common import command_line, print_table, write_result
+from bench.fixtures import plan_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +29,7 @@ logger = logging.getLogger(__name__)
 def _plan(target: int, samples: int, records: int):
     """Tokenizer, driver-side preparation and task list for `samples` samples of `target` tokens."""
     from data_gen.compose import PositionSpec
-    from data_gen.pipeline import (
-        ComposeSettings,
-        _base_overhead,
-        load_tokenizer,
-        plan_samples,
-        prepare_records,
-        tokenizer_path,
-    )
+    from data_gen.pipeline import ComposeSettings
     from longctx_core.config import load_config
 
     cfg = load_config(
@@ -48,11 +42,7 @@ def _plan(target: int, samples: int, records: int):
             "data.eval_fraction=0.05",
         ],
     )
-    path = tokenizer_path(cfg)
-    tok = load_tokenizer(path)
-    prep = prepare_records(cfg, tok)
-    overhead = {lang: _base_overhead(tok, lang) for lang in ("en", "zh")}
-    tasks = plan_samples(prep, cfg.data, cfg.run.seed, "train", samples, overhead)
+    path, tok, prep, tasks = plan_tasks(cfg, samples)
     settings = ComposeSettings(PositionSpec(), target, cfg.run.seed, "builtin")
     return path, tok, prep, tasks, settings
 

@@ -94,13 +94,19 @@ def _record_cost(tok, rec: QARecord, ev: Evidence, doc_tokens: dict[Document, in
     return sum(doc_tokens[d] + 3 for d in rec.evidence_docs) + len(tok(turn)["input_ids"]) + 12
 
 
-def _base_overhead(tok, lang: str) -> int:
-    """Tokens of a sample with no documents and no turns (system prompt, instruction, chat template)."""
-    msgs = [
-        {"role": "system", "content": styles.SYSTEM_PROMPT[lang]},
-        {"role": "user", "content": styles.render_first_user([], "", lang)},
-    ]
-    return chat_tokens(tok, msgs)
+def base_overheads(tok) -> dict[str, int]:
+    """lang -> tokens of a sample with no documents and no turns (system prompt, instruction, chat
+    template): what every sample costs before its documents."""
+    return {
+        lang: chat_tokens(
+            tok,
+            [
+                {"role": "system", "content": styles.SYSTEM_PROMPT[lang]},
+                {"role": "user", "content": styles.render_first_user([], "", lang)},
+            ],
+        )
+        for lang in ("en", "zh")
+    }
 
 
 def prepare_records(cfg, tok) -> Prepared:
@@ -135,7 +141,7 @@ def prepare_records(cfg, tok) -> Prepared:
             doc_lang.setdefault(d, rec.lang)
     counts = dict(zip(docs, count_doc_tokens(tok, docs, [doc_lang[d] for d in docs]), strict=True))
     lo = data.target_bounds()[0]
-    overhead = {lang: _base_overhead(tok, lang) for lang in ("en", "zh")}
+    overhead = base_overheads(tok)
     for rec, ev in valid:
         try:
             cost = _record_cost(tok, rec, ev, counts)
@@ -434,7 +440,7 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
     prep = prepare_records(cfg, tok)
     if not prep.records["train"]:
         raise LongctxError("data: every usable question fell in the eval split; lower data.eval_fraction")
-    overhead = {lang: _base_overhead(tok, lang) for lang in ("en", "zh")}
+    overhead = base_overheads(tok)
     tasks = plan_samples(prep, data, cfg.run.seed, "train", data.num_samples, overhead)
     if data.eval_samples and prep.records["eval"]:
         tasks += plan_samples(prep, data, cfg.run.seed, "eval", data.eval_samples, overhead)
@@ -463,8 +469,8 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
             "train": len(prep.records["train"]),
             "eval": len(prep.records["eval"]),
         },
-        "token_tolerance": "n_tokens in [target - max(64, 3% of target), target]; plain answers are shorter "
-        "than their paraphrase twin by the quote lines",
+        "token_tolerance": "n_tokens in [target - max(64, 3% of target), target]; plain and quote answers "
+        "are shorter than their paraphrase twin (by the quote lines / the document numbers)",
         "wall_seconds": time.perf_counter() - t0,
         "compose_seconds": compose_s,
         "samples_per_second": n_total / compose_s if compose_s > 0 else None,

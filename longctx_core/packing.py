@@ -184,7 +184,7 @@ def packing_efficiency(rows: Sequence[PackedRow], capacity: int) -> float:
     return sum(len(r.input_ids) for r in rows) / (len(rows) * capacity) if rows else 0.0
 
 
-def collate(
+def collate_packed(
     rows: Sequence[dict], pad_id: int, pad_to: int | None = None, groups: dict[str, int] | None = None
 ) -> dict:
     """Stack packed rows (dicts with input_ids/labels/position_ids) into tensors `[batch, length]`; returns

@@ -5,7 +5,7 @@ written after it succeeded carries the same config fingerprint. Outputs from a d
 error rather than a silent reuse: pass `run.force=true` or choose another `run.name`.
 
 Resubmission knobs (`RESUBMISSION_KNOBS`: `train.max_steps`, checkpointing, logging, resources) are left
-out of the fingerprint, here and in the train stage's checkpoint marker (`train_loop.fingerprint` is the
+out of the fingerprint, here and in the train stage's checkpoint marker (`train.state.fingerprint` is the
 train stage's fingerprint), so a resubmission may change them:
 - a finished train stage whose `train.max_steps` grew is not done: it runs again and resumes from its
   last checkpoint;

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def run(cfg: Config) -> dict:
     """Prepare the run folder and train; returns the summary (adapter path, steps, final loss, ...)."""
     from longctx_core.config import run_dir
-    from longctx_core.train_loop import check_inputs, train
+    from longctx_core.train.driver import check_inputs, train
 
     inputs = check_inputs(cfg, run_dir(cfg))  # bad data or model: a one-line error before anything is written
     root = prepare_run_dir(cfg, "train")

@@ -14,7 +14,7 @@ packed rows with `position_ids` and no attention mask, chunked or Liger fused cr
 the last 10% of each sample is labelled. Attention: `flash_attention_2` (varlen over the packed samples) when
 flash-attn imports, else `sdpa` with a block-diagonal mask, which is recorded in the result's `note`.
 
-MFU convention (the project's, `longctx_core.train_loop`): model FLOPs per step =
+MFU convention (the project's, `longctx_core.train.flops`): model FLOPs per step =
 4 x N x tokens + causal attention FLOPs, where N counts the weights of every matmul a token passes through
 (q/k/v/o, gate/up/down of every layer, and the output head; not the embedding lookup), 4N = forward 2N plus
 activation gradients 2N (frozen base: no weight gradients; the LoRA matmuls are not counted), and attention
@@ -217,14 +217,13 @@ def peak_tflops(device: str, override: float | None) -> float | None:
     """Peak dense bf16 TFLOP/s of this GPU (override, else the project's table by device name)."""
     import torch
 
-    from longctx_core.train_loop import PEAK_TFLOPS
+    from longctx_core.train.flops import peak_tflops_for
 
     if override:
         return override
     if device != "cuda":
         return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return peak_tflops_for(torch.cuda.get_device_name())
 
 
 def run_steps(wrapper, params, rows: list[dict], warmup: int, device: str, seq_len: int) -> dict:
@@ -232,7 +231,7 @@ def run_steps(wrapper, params, rows: list[dict], warmup: int, device: str, seq_l
     seq_lens (timed rows), losses, peak_mem_gb (max allocated during the steps, CUDA only)}."""
     import torch
 
-    from longctx_core.packing import collate
+    from longctx_core.packing import collate_packed
 
     opt = torch.optim.AdamW(params, lr=2e-5)
     wrapper.train()
@@ -241,7 +240,7 @@ def run_steps(wrapper, params, rows: list[dict], warmup: int, device: str, seq_l
         torch.cuda.reset_peak_memory_stats()
     seconds, tokens, lens, losses = 0.0, 0, [], []
     for i, row in enumerate(rows):
-        batch = {k: v.to(device) for k, v in collate([row], 0, pad_to=seq_len).items()}
+        batch = {k: v.to(device) for k, v in collate_packed([row], 0, pad_to=seq_len).items()}
         t0 = time.perf_counter()
         loss_sum, n = wrapper(**batch)
         (loss_sum / n.clamp(min=1)).backward()
@@ -262,7 +261,7 @@ def run_steps(wrapper, params, rows: list[dict], warmup: int, device: str, seq_l
 def result_record(args, shape: str, attn: str, note: str, hf_config, res: dict, device: str) -> dict:
     """The result JSON (the bench/results schema: name, value, unit, baseline, ratio, command + details)."""
     from bench.common import machine_info
-    from longctx_core.train_loop import attention_flops, flops_per_token
+    from longctx_core.train.flops import attention_flops, flops_per_token
 
     tokens_per_s = res["tokens"] / res["seconds"]
     flops = flops_per_token(hf_config, lora=True) * res["tokens"] + attention_flops(

@@ -128,8 +128,8 @@ class TrainConfig(Section):
     peak_tflops: Optional[float] = Field(
         None,
         gt=0,
-        description="Peak dense TFLOP/s of one GPU in the training dtype, for MFU; unset = looked up from "
-        "the device name (H100/H200/A100/L4/A10G), no MFU when unknown or on CPU.",
+        description="Peak dense TFLOP/s of one GPU in the training dtype, for MFU; unset = looked up by the "
+        "exact GPU model in longctx_core.train.flops.PEAK_TFLOPS, no MFU when unknown or on CPU.",
     )
 
     @model_validator(mode="after")

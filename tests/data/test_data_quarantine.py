@@ -88,7 +88,7 @@ def test_long_passages_on_ray_with_middle_placement(ray_local, tmp_path):
 
 def _planned(tok, n: int = 4):
     """Planned tasks and pools for the small LitM fixture (driver side of the stage, no Ray)."""
-    from data_gen.pipeline import _base_overhead, plan_samples, prepare_records
+    from data_gen.pipeline import base_overheads, plan_samples, prepare_records
 
     cfg = load_config(
         None,
@@ -101,7 +101,7 @@ def _planned(tok, n: int = 4):
         ],
     )
     prep = prepare_records(cfg, tok)
-    overhead = {lang: _base_overhead(tok, lang) for lang in ("en", "zh")}
+    overhead = base_overheads(tok)
     return prep, plan_samples(prep, cfg.data, 0, "train", n, overhead)
 
 

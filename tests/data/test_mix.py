@@ -160,7 +160,7 @@ def test_mixture_parquet_identical_with_one_and_two_workers(mixed_runs):
 
 def test_loss_by_source_sums_to_the_total_and_matches_each_source_alone():
     from longctx_core.losses import causal_lm_loss
-    from longctx_core.packing import collate
+    from longctx_core.packing import collate_packed
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 11, bias=False)
@@ -170,7 +170,7 @@ def test_loss_by_source_sums_to_the_total_and_matches_each_source_alone():
         {"input_ids": [7, 8, 9], "labels": [-100, 8, 9], "position_ids": [0, 1, 2], "seq_lens": [3],
          "sources": ["b"]},
     ]  # fmt: skip
-    batch = collate(rows, pad_id=0, groups={"a": 0, "b": 1})
+    batch = collate_packed(rows, pad_id=0, groups={"a": 0, "b": 1})
     assert batch["loss_groups"].tolist() == [[0, 0, 0, 1, 1, 1], [1, 1, 1, -1, -1, -1]]
     hidden = torch.randn(2, 6, 8, requires_grad=True)
     total, n, by_group = causal_lm_loss(

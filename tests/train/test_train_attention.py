@@ -16,7 +16,7 @@ from longctx_core.attention import (
     resolve_attn_implementation,
     segment_bounds,
 )
-from longctx_core.packing import Sample, collate, pack_samples
+from longctx_core.packing import Sample, collate_packed, pack_samples
 
 M = -100
 PATHS = ["eager", "sdpa", PACKED]
@@ -57,7 +57,7 @@ def packed_batch(seed: int = 0):
     ss = samples(seed)
     rows = pack_samples(ss, capacity=64)
     assert [r.seq_lens for r in rows] == [[50, 12], [37, 21]]
-    return rows, collate([r.to_dict() for r in rows], pad_id=0, pad_to=70), {s.id: s for s in ss}
+    return rows, collate_packed([r.to_dict() for r in rows], pad_id=0, pad_to=70), {s.id: s for s in ss}
 
 
 def per_token_loss(logits, labels):

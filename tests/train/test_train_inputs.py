@@ -11,7 +11,7 @@ import pytest
 
 from longctx_core.config import ConfigError, config_from_dict
 from longctx_core.errors import LongctxError
-from longctx_core.train_loop import check_inputs
+from longctx_core.train.driver import check_inputs
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from longctx_core.errors import LongctxError
 from longctx_core.packing import (
     PackedRow,
     Sample,
-    collate,
+    collate_packed,
     estimate_packing,
     first_fit_decreasing,
     fit_length,
@@ -55,7 +55,7 @@ def test_golden_toy_example():
 
 def test_golden_padding_continues_the_last_sample():
     rows = [r.to_dict() for r in pack_samples(toy_samples(), capacity=8)]
-    batch = collate(rows, pad_id=0)
+    batch = collate_packed(rows, pad_id=0)
     assert batch["input_ids"][1].tolist() == [30, 31, 32, 33, 0, 0, 0, 0]
     assert batch["labels"][1].tolist() == [M, M, 32, 33, M, M, M, M]
     assert batch["position_ids"][1].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]  # no fake sequence starts
@@ -139,7 +139,7 @@ def test_packed_logits_and_losses_equal_solo_runs(tiny_lm, attn):
     samples = three_samples()
     rows = pack_samples(samples, capacity=128)
     assert len(rows) == 1 and len(rows[0].seq_lens) == 3
-    batch = collate([rows[0].to_dict()], pad_id=0, pad_to=128)  # with trailing padding, as in training
+    batch = collate_packed([rows[0].to_dict()], pad_id=0, pad_to=128)  # with trailing padding, as in training
     with torch.no_grad():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
     start = 0
@@ -160,7 +160,7 @@ def test_packed_logits_and_losses_equal_solo_runs(tiny_lm, attn):
 def test_no_gradient_crosses_sample_boundaries(tiny_lm):
     model = tiny_lm("sdpa")
     row = pack_samples(three_samples(1), capacity=128)[0]
-    batch = collate([row.to_dict()], pad_id=0)
+    batch = collate_packed([row.to_dict()], pad_id=0)
     embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
     logits = model(inputs_embeds=embeds, position_ids=batch["position_ids"]).logits
     first = row.seq_lens[0]
@@ -174,7 +174,7 @@ def test_parity_test_would_catch_cross_attention(tiny_lm):
     treat the row as one sequence, and later samples attend to earlier ones."""
     model = tiny_lm("sdpa")
     row = pack_samples(three_samples(), capacity=128)[0]
-    batch = collate([row.to_dict()], pad_id=0)
+    batch = collate_packed([row.to_dict()], pad_id=0)
     with torch.no_grad():
         apart = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
         mixed = model(
@@ -198,7 +198,7 @@ def test_training_forward_loss_equals_sum_of_solo_losses(train_model_dir):
     wrapper = PackedCausalLM(model, chunk_size=16).eval()
     samples = three_samples(2)
     row = pack_samples(samples, capacity=128)[0]
-    batch = collate([row.to_dict()], pad_id=0, pad_to=128)
+    batch = collate_packed([row.to_dict()], pad_id=0, pad_to=128)
     with torch.no_grad():
         loss_sum, n = wrapper(**batch)
         solo_sum, solo_n = 0.0, 0

@@ -4,7 +4,7 @@ small tiny model, packed rows streamed from Parquet through Ray Data.
 One fit per scenario (each costs ~30-60 s here), shared by the assertions on it:
 - `zero2_run`: the CPU demo preset with overrides, through the `ray_jobs.train` entrypoint (ZeRO-2, 4-bit).
 - `zero3_killed_run`: ZeRO-3 + 4-bit (quant storage = fp32), one worker SIGKILLed mid-run; the run
-  resumes from its last checkpoint. Its workers run `ProbeTrainer`: after training, the trained engine's
+  resumes from its last checkpoint. Its workers run `probe_worker`: after training, the trained engine's
   logits on a fixed batch are saved for comparison with the reloaded adapter.
 """
 
@@ -70,15 +70,14 @@ def probe_worker(loop_config: dict) -> None:
     (every rank runs the forward: under ZeRO-3 it gathers the shards); rank 0 saves them."""
     import torch
 
-    from longctx_core.train_loop import Trainer
+    from longctx_core.train.worker import train_loop_per_worker
 
-    trainer = Trainer(loop_config)
-    trainer.run()
-    trainer.engine.eval()
+    run, built = train_loop_per_worker(loop_config)
+    built.engine.eval()
     with torch.no_grad():
-        logits = trainer.peft(input_ids=_probe_ids(), use_cache=False).logits.float().cpu()
-    if trainer.rank == 0:
-        torch.save(logits, trainer.run_dir / "train" / PROBE_FILE)
+        logits = built.peft(input_ids=_probe_ids(), use_cache=False).logits.float().cpu()
+    if run.rank == 0:
+        torch.save(logits, run.run_dir / "train" / PROBE_FILE)
 
 
 # ---- fits -------------------------------------------------------------------------------------------------
@@ -148,7 +147,7 @@ def zero3_killed_run(ray_local, make_train_cfg, tmp_path_factory):
     """ZeRO-3 + 4-bit, checkpoint every 4 steps; rank 1 SIGKILLed after the first registered checkpoint."""
     from longctx_core.config import run_dir
     from longctx_core.runs import prepare_run_dir
-    from longctx_core.train_loop import train
+    from longctx_core.train.driver import train
 
     storage = tmp_path_factory.mktemp("runs-z3")
     cfg = make_train_cfg(
@@ -226,7 +225,7 @@ def _trained_tokens(cfg, history: dict[int, dict]) -> dict[int, int]:
     import pyarrow.parquet as pq
 
     from longctx_core.packing import packed_dataset, parquet_files
-    from longctx_core.train_loop import _digest
+    from longctx_core.train.state import sample_digest
 
     files = parquet_files(cfg.train.data_path)
     n_tokens = {}
@@ -245,7 +244,7 @@ def _trained_tokens(cfg, history: dict[int, dict]) -> dict[int, int]:
     by_digest = {}
     for group in itertools.permutations(rows, per_rank_step):  # a rank's rows of one step, in order
         ids = [s for r in group for s in r["sample_ids"]]
-        by_digest[_digest(ids)] = sum(n_tokens[s] for s in ids)
+        by_digest[sample_digest(ids)] = sum(n_tokens[s] for s in ids)
     return {step: sum(by_digest[d] for d in r["data_digest"]) for step, r in history.items()}
 
 
@@ -267,7 +266,7 @@ def test_zero2_metrics_carry_every_figure(zero2_run):
 
 
 def test_zero2_checkpoints_hold_engine_adapter_and_data_position(zero2_run):
-    from longctx_core.train_loop import TrainState
+    from longctx_core.train.state import TrainState
 
     root = zero2_run["root"]
     folders = sorted((root / "train" / "ray" / "ray-train").glob("checkpoint-step*"))

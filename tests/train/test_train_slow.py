@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def _train(cfg):
     from longctx_core.runs import prepare_run_dir
-    from longctx_core.train_loop import train
+    from longctx_core.train.driver import train
 
     return train(cfg, prepare_run_dir(cfg, "train"))
 

@@ -1,5 +1,5 @@
 """Pieces of the training stage that need no Ray: the chunked loss, NEFTune, the DeepSpeed config, the
-FLOPs convention, the LR schedule."""
+FLOPs convention and peak FLOP/s per GPU, the LR schedule, per-rank seeds."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ from longctx_core.losses import (
     neftune_noise,
     sample_lengths,
 )
-from longctx_core.train_loop import attention_flops, flops_per_token, lr_lambda, matmul_params
+from longctx_core.train.flops import (
+    attention_flops,
+    flops_per_token,
+    gpu_model,
+    matmul_params,
+    peak_flops,
+    peak_tflops_for,
+)
+from longctx_core.train.schedule import lr_lambda
 
 M = -100
 
@@ -154,17 +162,14 @@ def test_stale_extension_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
     assert not stale.exists() and fresh.exists()  # a build in progress keeps its lock
 
 
-def _rank_draws(model_cfg, seed: int, rank: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """What `Trainer.setup_model` does on `rank` (seed, build, LoRA, per-rank reseed), then two training
+def _rank_draws(cfg, rank: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """`build_engine` on `rank` (seed, build, LoRA, per-rank reseed; no DeepSpeed), then two training
     forwards: one with LoRA dropout only, one with NEFTune noise only. Returns (initial LoRA weights,
     dropout-only logits, NEFTune-only loss per token)."""
-    from longctx_core.modeling import add_lora, load_model
-    from longctx_core.train_loop import seed_rank
+    from longctx_core.train.engine import build_engine
 
-    torch.manual_seed(seed)
-    peft = add_lora(load_model(model_cfg), model_cfg)
+    peft = build_engine(cfg, total_steps=None, rank=rank, use_deepspeed=False).peft
     init = {n: p.detach().clone() for n, p in peft.named_parameters() if p.requires_grad}
-    seed_rank(seed, rank)
     ids = torch.randint(5, 500, (1, 40), generator=torch.Generator().manual_seed(1))
     batch = {"input_ids": ids, "position_ids": torch.arange(40)[None], "labels": ids}
     # B starts at 0, so dropout on A's input would not show in the output: give B values first.
@@ -183,11 +188,52 @@ def _rank_draws(model_cfg, seed: int, rank: int) -> tuple[dict, torch.Tensor, to
 def test_ranks_draw_their_own_dropout_and_neftune_noise_and_a_rerun_the_same(make_train_cfg, tmp_path):
     """Every rank starts from the same LoRA weights (seed), then draws its own LoRA-dropout masks and
     NEFTune noise (seed + rank); the same rank of a rerun draws the same ones."""
-    model_cfg = make_train_cfg(tmp_path, **{"model.lora.dropout": 0.3}).model
-    init0, drop0, noise0 = _rank_draws(model_cfg, seed=0, rank=0)
-    init1, drop1, noise1 = _rank_draws(model_cfg, seed=0, rank=1)
-    again0 = _rank_draws(model_cfg, seed=0, rank=0)
+    cfg = make_train_cfg(tmp_path, **{"model.lora.dropout": 0.3})
+    init0, drop0, noise0 = _rank_draws(cfg, rank=0)
+    init1, drop1, noise1 = _rank_draws(cfg, rank=1)
+    again0 = _rank_draws(cfg, rank=0)
     assert init0.keys() == init1.keys() and all(torch.equal(init0[k], init1[k]) for k in init0)
     assert not torch.allclose(drop0, drop1)  # different dropout masks
     assert noise0.item() != noise1.item()  # different NEFTune noise
     assert torch.equal(drop0, again0[1]) and noise0.item() == again0[2].item()  # a rerun draws the same
+
+
+# Real `torch.cuda.get_device_name()` strings -> the peak dense bf16 TFLOP/s MFU divides by (None: no MFU).
+DEVICE_PEAKS = [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM", 989.0),
+    ("NVIDIA H100 PCIe", "H100 PCIe", 756.0),
+    ("NVIDIA H100 NVL", "H100 NVL", 835.0),
+    ("NVIDIA H200", "H200 SXM", 989.0),
+    ("NVIDIA H200 NVL", "H200 NVL", 835.0),
+    ("NVIDIA GH200 480GB", "GH200", 989.0),
+    ("NVIDIA A100-SXM4-80GB", "A100 SXM", 312.0),
+    ("NVIDIA A100-SXM4-40GB", "A100 SXM", 312.0),
+    ("NVIDIA A100-PCIE-40GB", "A100 PCIe", 312.0),
+    ("NVIDIA A100 80GB PCIe", "A100 PCIe", 312.0),
+    ("NVIDIA L40S", "L40S", 362.0),
+    ("NVIDIA L40", "L40", 181.0),
+    ("NVIDIA L4", "L4", 121.0),
+    ("Tesla V100-SXM2-16GB", "V100 SXM", 125.0),
+    ("Tesla V100-PCIE-32GB", "V100 PCIe", 112.0),
+    ("Tesla V100S-PCIE-32GB", "V100S PCIe", None),  # V100S: another chip, not listed
+    ("NVIDIA A10G", "A10G", None),
+    ("NVIDIA GeForce RTX 4090", None, None),
+    ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", None, None),  # a slice has a fraction of the peak
+    ("NVIDIA H100 80GB HBM3 Foo", None, None),  # an unknown word: unknown, not the nearest match
+    ("", None, None),
+]
+
+
+@pytest.mark.parametrize(("device_name", "model", "tflops"), DEVICE_PEAKS)
+def test_peak_tflops_lookup_matches_the_exact_gpu_model(device_name, model, tflops):
+    assert gpu_model(device_name) == model
+    assert peak_tflops_for(device_name) == tflops
+
+
+def test_peak_flops_prefers_the_config_and_needs_a_gpu_and_a_16_bit_dtype():
+    assert peak_flops(TrainConfig(), "bfloat16", "NVIDIA H100 PCIe") == 756.0e12
+    assert peak_flops(TrainConfig(peak_tflops=500.0), "bfloat16", "NVIDIA H100 PCIe") == 500.0e12
+    assert peak_flops(TrainConfig(peak_tflops=500.0), "bfloat16", "NVIDIA A10G") == 500.0e12
+    assert peak_flops(TrainConfig(), "bfloat16", "NVIDIA A10G") is None  # unknown GPU: no MFU
+    assert peak_flops(TrainConfig(), "float32", "NVIDIA H100 PCIe") is None  # fp32 runs off the table
+    assert peak_flops(TrainConfig(peak_tflops=500.0), "bfloat16", None) is None  # CPU
