@@ -56,13 +56,19 @@ def fail(stage: str, reason: str, code: int) -> None:
     raise SystemExit(code)
 
 
-def run_stage(stage: str, body: Callable[[Config], object], argv: Sequence[str] | None = None) -> object:
-    """Parse + validate the config (before anything touches Ray), then run `body(cfg)` with clean exits."""
+def run_stage(
+    stage: str,
+    body: Callable[[Config], object],
+    argv: Sequence[str] | None = None,
+    schema: type[Config] = Config,
+) -> object:
+    """Parse + validate the config against `schema` (before anything touches Ray), then run `body(cfg)` with
+    clean exits. `schema` is a subclass of the product Config for a job with its own section (the repro)."""
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     config_path, overrides = parse_args(stage, argv)
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_config(config_path, overrides, schema=schema)
     except ConfigError as exc:
         fail(stage, f"invalid config: {exc}", 2)
     setup_logging(cfg.run.log_level)

@@ -4,7 +4,7 @@ paraphrase vs plain twin data, evaluation by gold position with bootstrap interv
     python -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml                    (make repro)
     python -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml repro.only_base=true   (make repro-base)
 
-Writes <run>/report.md, repro.json, plots/ and one run folder per arm under <run>/arms/.
+Writes <run>/report.md, repro.json, plots/ and one run folder per arm under <run>/arms/ (see `repro`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from longctx_core.cli import run_stage
-from longctx_core.config import Config
+from repro.config import ReproConfig, check_repro_config
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ def stage_functions() -> dict:
     return {"synthesize": synthesize.run, "train": train.run, "evaluate": evaluate.run}
 
 
-def run(cfg: Config) -> dict:
-    from longctx_core.repro import check_repro_config, run_repro
+def run(cfg: ReproConfig) -> dict:
+    from repro.run import run_repro
 
     check_repro_config(cfg)  # before the (long) base build and before any Ray resource
     stages = {} if cfg.repro.only_base else stage_functions()
@@ -41,7 +41,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv=None) -> None:
-    run_stage("repro", run, argv)
+    run_stage("repro", run, argv, schema=ReproConfig)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from longctx_core.config.model import (
     RopeConfig,
     TinyModelConfig,
 )
-from longctx_core.config.repro import ReproConfig
 from longctx_core.config.run import RunConfig
 from longctx_core.config.sources import PretrainConfig
 from longctx_core.config.train import TrainConfig
@@ -43,7 +42,6 @@ __all__ = [
     "ModelConfig",
     "PretrainConfig",
     "QuantizationConfig",
-    "ReproConfig",
     "RopeConfig",
     "RunConfig",
     "SourceConfig",
@@ -65,9 +63,6 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Sample synthesis.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on Ray Train.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
-    repro: ReproConfig = Field(
-        default_factory=ReproConfig, description="Toy-scale reproduction (make repro)."
-    )
     pretrain: PretrainConfig = Field(
         default_factory=PretrainConfig,
         description="Optional first stage: continued pre-training on raw text, then SFT from its adapter.",
@@ -95,8 +90,8 @@ def _all_key_paths(model_cls: type[Section], prefix: str = "") -> list[str]:
     return paths
 
 
-def _closest(path: str) -> str:
-    candidates = _all_key_paths(Config)
+def _closest(path: str, schema: type[Config]) -> str:
+    candidates = _all_key_paths(schema)
     match = difflib.get_close_matches(path, candidates, n=1, cutoff=0.6)
     if not match:  # a typo in the last component: compare leaf names within the same parent
         parent, _, leaf = path.rpartition(".")
@@ -106,11 +101,11 @@ def _closest(path: str) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def _format_error(err: ValidationError) -> str:
+def _format_error(err: ValidationError, schema: type[Config]) -> str:
     first = err.errors()[0]
     path = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"unknown config key '{path}'{_closest(path)}"
+        return f"unknown config key '{path}'{_closest(path, schema)}"
     msg = first["msg"].removeprefix("Value error, ")
     # Validators state the offending key relative to where they run: "sub.key: reason".
     rel = re.match(r"^([A-Za-z_][\w.]*): (.*)$", msg)
@@ -149,15 +144,19 @@ def apply_overrides(tree: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return tree
 
 
-def config_from_dict(tree: dict[str, Any]) -> Config:
+def config_from_dict(tree: dict[str, Any], schema: type[Config] = Config) -> Config:
+    """Validate a config tree as `schema` (a subclass adds sections: the toy reproduction's `repro:`)."""
     try:
-        return Config.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(_format_error(err, schema)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML preset (or none: all defaults), apply dotted overrides, validate. Raises ConfigError."""
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), schema: type[Config] = Config
+) -> Config:
+    """Read a YAML preset (or none: all defaults), apply dotted overrides, validate as `schema`. Raises
+    ConfigError."""
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -169,7 +168,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{p}: top level must be a mapping of sections")
-    return config_from_dict(apply_overrides(tree, overrides))
+    return config_from_dict(apply_overrides(tree, overrides), schema)
 
 
 def run_dir(cfg: Config) -> Path:

@@ -127,27 +127,3 @@ def test_run_all_smoke_synthesis(tmp_path):
     record = json.loads((tmp_path / "synthesis.json").read_text())
     assert record["identical_rows"] is True
     assert math.isfinite(record["ratio"])
-
-
-def test_recall_probe_trains_each_learning_rate_and_compares_them(results):
-    from bench import recall_probe
-
-    args = [
-        "--lrs",
-        "0.002",
-        "0.0003",
-        "--steps",
-        "30",
-        "--pairs",
-        "3",
-        "--batch",
-        "4",
-        "--shape",
-        "num_hidden_layers=2",
-    ]
-    record = recall_probe.main(args)
-    written = check_record(results / "recall_probe.json", "recall_probe")
-    assert written["best_lr"] in (0.002, 0.0003) and [r["lr"] for r in written["runs"]] == [0.002, 0.0003]
-    assert record["value"] == min(r["final_loss"] for r in written["runs"])
-    assert record["baseline"] == written["runs"][0]["final_loss"]
-    assert written["chance"] == pytest.approx(math.log(64)) and written["shape"] == {"num_hidden_layers": 2}

@@ -12,9 +12,9 @@ from test_repro_base import mini_config  # the miniature preset shared by the re
 def arm_runs(ray_local, tmp_path_factory):
     """(cfg, base folder, {arm: run folder}) after the real synthesize stage ran for both arms of seed 0."""
     from longctx_core.config import run_dir
-    from longctx_core.repro import arm_config
-    from longctx_core.toybase import ensure_toy_base
     from ray_jobs import synthesize
+    from repro.arms import arm_config
+    from repro.base.cache import ensure_toy_base
 
     tmp = tmp_path_factory.mktemp("repro-arms")
     cfg = mini_config(
@@ -51,11 +51,10 @@ def test_arms_are_twins_that_differ_only_in_the_answer_style(arm_runs):
 
 
 def test_evaluation_questions_are_absent_from_every_training_stage(arm_runs):
-    from longctx_core.repro import check_held_out, eval_config
+    from repro.arms import check_held_out
 
-    cfg, base, roots = arm_runs
-    ecfg = eval_config(cfg, base, 0, {arm: root / "train" / "adapter" for arm, root in roots.items()})
-    assert check_held_out(ecfg, 0, list(roots.values())) >= cfg.eval.qa.num_questions
+    cfg, _, roots = arm_runs
+    assert check_held_out(cfg, 0, list(roots.values())) >= cfg.eval.qa.num_questions
 
 
 def test_the_held_out_check_catches_a_leak(arm_runs, tmp_path):
@@ -64,9 +63,9 @@ def test_the_held_out_check_catches_a_leak(arm_runs, tmp_path):
 
     from longctx_core.errors import LongctxError
     from longctx_core.eval.contexts import held_out_records
-    from longctx_core.repro import check_held_out, eval_config
+    from repro.arms import check_held_out
 
-    cfg, base, roots = arm_runs
+    cfg, _, roots = arm_runs
     records, _, _ = held_out_records(cfg.data.source, 0, cfg.data.eval_fraction, 1, cfg.eval.qa.pool_records)
     leaked = tmp_path / "leaky"
     (leaked / "data" / "train").mkdir(parents=True)
@@ -75,6 +74,5 @@ def test_the_held_out_check_catches_a_leak(arm_runs, tmp_path):
         "meta": json.dumps({}),
     }
     pq.write_table(pa.Table.from_pylist([row]), leaked / "data" / "train" / "part-00000.parquet")
-    ecfg = eval_config(cfg, base, 0, {})
     with pytest.raises(LongctxError, match="also appear in the training data"):
-        check_held_out(ecfg, 0, [roots["paraphrase"], leaked])
+        check_held_out(cfg, 0, [roots["paraphrase"], leaked])

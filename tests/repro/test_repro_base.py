@@ -30,15 +30,15 @@ MINI = [
 
 
 def mini_config(*extra: str):
-    from longctx_core.config import load_config
+    from repro.config import load_repro_config
 
-    return load_config(PRESET, [*MINI, *extra])
+    return load_repro_config(PRESET, [*MINI, *extra])
 
 
 @pytest.fixture(scope="module")
 def mini_base(tmp_path_factory):
     """(config, folder) of a miniature toy base, built once per session (cached by its recipe hash)."""
-    from longctx_core.toybase import ensure_toy_base
+    from repro.base.cache import ensure_toy_base
 
     cfg = mini_config()
     cache = tmp_path_factory.getbasetemp() / "toybase-cache"
@@ -47,7 +47,7 @@ def mini_base(tmp_path_factory):
 
 def test_encode_chat_matches_template_and_weights_answers():
     from longctx_core.tiny import train_tokenizer
-    from longctx_core.toybase import encode_chat
+    from repro.base.samples import encode_chat
 
     tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
     messages = [
@@ -65,23 +65,26 @@ def test_encode_chat_matches_template_and_weights_answers():
     assert set(weights) == {0.5, 1.0}
 
 
-def test_collate_shifts_weights_onto_predicted_tokens():
+def test_weighted_batch_puts_weights_on_predicted_tokens():
     import torch
 
-    from longctx_core.toybase import collate
+    from repro.base.step import weighted_batch
 
     # Row a = [5, 6, 7] with weights [.5, .5, 1]: position 0 predicts 6 (w .5), 1 predicts 7 (w 1), 2 nothing.
-    ids, mask, weights = collate([([5, 6, 7], [0.5, 0.5, 1.0]), ([8, 9], [0.5, 1.0])], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [8, 9, 0]]
-    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert torch.equal(weights, torch.tensor([[0.5, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    batch = weighted_batch([([5, 6, 7], [0.5, 0.5, 1.0]), ([8, 9], [0.5, 1.0])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
+    # No attention mask (the library's batch): padding continues the row's positions and is never a target.
+    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert batch["labels"].tolist() == [[5, 6, 7], [8, 9, -100]]
+    # The weights of the predictions made at positions 0, 1 (of the tokens at 1, 2), as the loss reads them.
+    assert torch.equal(batch["weights"][:, 1:], torch.tensor([[0.5, 1.0], [1.0, 0.0]]))
 
 
 def test_curriculum_grows_to_l0():
-    from longctx_core.config import load_config
-    from longctx_core.toybase import curriculum_max
+    from repro.base.samples import curriculum_max
+    from repro.config import load_repro_config
 
-    b = load_config(PRESET).repro.base
+    b = load_repro_config(PRESET).repro.base
     assert curriculum_max(b, 0) == b.min_tokens
     assert curriculum_max(b, b.curriculum_steps) == b.context
     assert curriculum_max(b, 10 * b.curriculum_steps) == b.context
@@ -92,7 +95,9 @@ def test_evaluation_questions_never_reach_base_training():
     every base training world, and no composed base sample asks one."""
     from longctx_core.eval.contexts import held_out_records, question_key
     from longctx_core.tiny import train_tokenizer
-    from longctx_core.toybase import base_worlds, batch_for_step, heldout_questions, tokenizer_texts
+    from repro.base.model import tokenizer_texts
+    from repro.base.samples import batch_for_step
+    from repro.base.worlds import base_worlds, heldout_questions
 
     cfg = mini_config("repro.seeds=[0, 1]", "repro.base.records_per_world=200")
     excluded = heldout_questions(cfg)
@@ -110,7 +115,7 @@ def test_evaluation_questions_never_reach_base_training():
     assert trained and not trained & excluded
     # Names recur across worlds, so the unfiltered training worlds do hold excluded questions.
     from data_gen.seeding import derive_seed
-    from longctx_core.toybase import world_records
+    from repro.base.worlds import world_records
 
     raw = [
         r
@@ -131,7 +136,8 @@ def test_evaluation_questions_never_reach_base_training():
 def test_base_builds_trains_and_is_cached(mini_base, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from longctx_core.toybase import ensure_toy_base, read_base_info
+    from repro.base.cache import ensure_toy_base
+    from repro.base.checkpoint import read_base_info
 
     cfg, folder = mini_base
     info = read_base_info(folder)
@@ -147,13 +153,13 @@ def test_base_builds_trains_and_is_cached(mini_base, tmp_path_factory):
     # Same recipe -> same folder, no rebuild; a different recipe -> a different folder.
     cache = tmp_path_factory.getbasetemp() / "toybase-cache"
     assert ensure_toy_base(cfg, cache) == folder
-    from longctx_core.toybase import toy_base_dir
+    from repro.base.cache import toy_base_dir
 
     assert toy_base_dir(mini_config("repro.base.lr=0.02"), cache) != folder
 
 
 def test_question_type_cuts_the_entity_name_out():
-    from longctx_core.toybase import question_type
+    from repro.base.validate import question_type
 
     assert question_type("At what house number does Kos live?") == "At what house number does ... live?"
     assert question_type("Where was Far born?") == question_type("Where was Zim born?")
@@ -161,8 +167,8 @@ def test_question_type_cuts_the_entity_name_out():
 
 def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     """The breakdown that shows whether a base looks entities up: per question type, gold document named."""
-    from longctx_core.repro import diagnosis_lines
-    from longctx_core.toybase import base_diagnosis
+    from repro.base.cache import base_diagnosis
+    from repro.report import diagnosis_lines
 
     cfg, folder = mini_base
     d = base_diagnosis(cfg, folder, questions=6)
@@ -177,7 +183,7 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
 
 
 def test_score_reply_tells_the_gold_document_from_another():
-    from longctx_core.toybase import score_reply
+    from repro.base.validate import score_reply
 
     prompt = {"answers": ["485"], "gold_doc": 3}
     right = 'The original text in Document [3] says: "Kos lives at number 485."\nSo the answer is: 485'
@@ -192,7 +198,8 @@ def test_a_build_stopped_below_target_trains_on_from_its_checkpoint(tmp_path):
     the next call goes on from its step with the optimizer state, and the curve and runs add up."""
     import json
 
-    from longctx_core.toybase import STATE_FILE, ensure_toy_base, read_base_info, toy_base_dir
+    from repro.base.cache import ensure_toy_base, toy_base_dir
+    from repro.base.checkpoint import STATE_FILE, read_base_info
 
     short = mini_config("repro.base.time_budget_min=0.0001")  # over budget after step 1: validates, stops
     folder = ensure_toy_base(short, tmp_path)
@@ -218,7 +225,8 @@ def test_a_build_stopped_below_target_trains_on_from_its_checkpoint(tmp_path):
 def test_a_base_without_optimizer_state_resumes_with_a_fresh_optimizer(tmp_path):
     import shutil
 
-    from longctx_core.toybase import ensure_toy_base, read_base_info
+    from repro.base.cache import ensure_toy_base
+    from repro.base.checkpoint import read_base_info
 
     short = mini_config("repro.base.time_budget_min=0.0001")
     folder = ensure_toy_base(short, tmp_path)
@@ -230,7 +238,7 @@ def test_a_base_without_optimizer_state_resumes_with_a_fresh_optimizer(tmp_path)
 
 def test_recall_warmup_rows_repeat_each_key_with_its_value_and_weigh_only_those_values():
     from longctx_core.tiny import train_tokenizer
-    from longctx_core.toybase import recall_rows
+    from repro.base.samples import recall_rows
 
     tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
     b = mini_config("repro.base.context=64", "repro.base.min_tokens=64").repro.base
@@ -250,7 +258,8 @@ def test_recall_warmup_rows_repeat_each_key_with_its_value_and_weigh_only_those_
 
 
 def test_a_recall_warmup_precedes_the_qa_steps(tmp_path):
-    from longctx_core.toybase import ensure_toy_base, read_base_info
+    from repro.base.cache import ensure_toy_base
+    from repro.base.checkpoint import read_base_info
 
     cfg = mini_config("repro.base.recall_warmup_steps=6")
     summary = read_base_info(ensure_toy_base(cfg, tmp_path))["summary"]
@@ -258,7 +267,7 @@ def test_a_recall_warmup_precedes_the_qa_steps(tmp_path):
 
 
 def test_replace_dir_swaps_and_keeps_the_old_folder_when_the_rename_fails(tmp_path):
-    from longctx_core.toybase import _replace_dir
+    from longctx_core.fsio import replace_dir as _replace_dir  # the folder swap the base's cache relies on
 
     dest, new = tmp_path / "base", tmp_path / "new"
     dest.mkdir()

@@ -1,6 +1,9 @@
-"""The repro preset and the `repro:` section: loads, fails fast with the key path, arm configs."""
+"""The repro preset and the `repro:` section: loads (through the repro's own config class only), fails fast
+with the key path, arm configs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -8,10 +11,9 @@ PRESET = "ray_jobs/configs/repro_cpu.yaml"
 
 
 def test_preset_loads_and_first_line_is_its_command():
-    from longctx_core.config import load_config
-    from longctx_core.repro import check_repro_config
+    from repro.config import check_repro_config, load_repro_config
 
-    cfg = load_config(PRESET)
+    cfg = load_repro_config(PRESET)
     check_repro_config(cfg)
     first = open(PRESET).readline()
     assert "python -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml" in first
@@ -30,11 +32,11 @@ def test_preset_loads_and_first_line_is_its_command():
     ],
 )
 def test_contradictions_name_the_key(overrides, key):
-    from longctx_core.config import ConfigError, load_config
-    from longctx_core.repro import check_repro_config
+    from longctx_core.config import ConfigError
+    from repro.config import check_repro_config, load_repro_config
 
     with pytest.raises(ConfigError) as err:
-        check_repro_config(load_config(PRESET, overrides))
+        check_repro_config(load_repro_config(PRESET, overrides))
     assert str(err.value).startswith(key)
 
 
@@ -51,18 +53,20 @@ def test_contradictions_name_the_key(overrides, key):
     ],
 )
 def test_bad_repro_values_are_one_line_errors(override, message):
-    from longctx_core.config import ConfigError, load_config
+    from longctx_core.config import ConfigError
+    from repro.config import load_repro_config
 
     with pytest.raises(ConfigError) as err:
-        load_config(PRESET, [override])
+        load_repro_config(PRESET, [override])
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_arm_and_eval_configs(tmp_path):
-    from longctx_core.config import load_config, run_dir
-    from longctx_core.repro import arm_config, eval_config
+    from longctx_core.config import Config, run_dir
+    from repro.arms import arm_config, eval_config
+    from repro.config import load_repro_config
 
-    cfg = load_config(PRESET, [f"run.storage_path={tmp_path}", "repro.seeds=[3, 4]"])
+    cfg = load_repro_config(PRESET, [f"run.storage_path={tmp_path}", "repro.seeds=[3, 4]"])
     base = tmp_path / "base"
     para = arm_config(cfg, base, "paraphrase", 3)
     plain = arm_config(cfg, base, "plain", 3)
@@ -71,8 +75,11 @@ def test_arm_and_eval_configs(tmp_path):
     # The twins differ only in the answer style (and their folder).
     a, b = para.model_dump(), plain.model_dump()
     assert {k for k in a if a[k] != b[k]} == {"run", "data"}
+    # The stages get product configs: the Ray Train workers re-validate them without a `repro:` section.
+    assert type(para) is Config and "repro" not in a
     assert a["run"]["seed"] == b["run"]["seed"] == 3 and a["model"]["name_or_path"] == str(base)
     ev = eval_config(cfg, base, 3, {"paraphrase": tmp_path / "p", "plain": tmp_path / "q"})
+    assert type(ev) is Config
     assert [(m.name, m.kind) for m in ev.eval.models] == [
         ("base", "base"),
         ("paraphrase", "adapter"),
@@ -88,3 +95,20 @@ def test_entrypoint_rejects_a_bad_config_before_any_work(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("longctx repro: error: model.rope.original_max_position_embeddings:")
+
+
+def test_product_config_rejects_the_repro_section(tmp_path):
+    """The reproduction is not part of the product: its section is an unknown key there, and no product
+    preset carries it."""
+    import yaml
+
+    from longctx_core.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(PRESET)
+    assert str(err.value) == "unknown config key 'repro'"
+    with pytest.raises(ConfigError, match=r"^unknown config key 'repro'$"):
+        load_config("ray_jobs/configs/demo_cpu.yaml", ["repro.seeds=[0]"])
+    for preset in Path("ray_jobs/configs").glob("*.yaml"):
+        if preset.name != Path(PRESET).name:
+            assert "repro" not in yaml.safe_load(preset.read_text()), preset

@@ -46,7 +46,7 @@ def lost_in_the_middle(tmp_path):
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_questions():
-    from longctx_core.repro import bootstrap_interval
+    from repro.analysis import bootstrap_interval
 
     rng = np.random.default_rng(1)
     small = rng.integers(0, 2, size=(40, 5)).astype(float)
@@ -60,10 +60,10 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_questions():
 
 
 def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_path):
-    from longctx_core.config import load_config
-    from longctx_core.repro import write_report
+    from repro.config import load_repro_config
+    from repro.report import write_report
 
-    cfg = load_config(PRESET, [f"run.storage_path={tmp_path}", "run.name=r", "repro.seeds=[0, 1]"])
+    cfg = load_repro_config(PRESET, [f"run.storage_path={tmp_path}", "run.name=r", "repro.seeds=[0, 1]"])
     base = {"summary": {"parameters": 3.5e6, "steps": 10, "minutes": 1.0, "validation_accuracy": 0.9,
                         "validation_questions": 48, "reached_target": True}}  # fmt: skip
     report = write_report(cfg, lost_in_the_middle, base, command="make repro")
@@ -87,7 +87,7 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
 
 
 def test_verdict_says_when_an_interval_contains_zero():
-    from longctx_core.repro import verdict
+    from repro.report import verdict
 
     diffs = {"paraphrase - plain": {"middle": {"mean": 0.02, "lo": -0.03, "hi": 0.07, "n": 300}}}
     assert "not distinguishable (interval contains 0)" in verdict(diffs)

@@ -1,20 +1,31 @@
-"""`repro:` section: the toy-scale reproduction of the method's finding (`make repro`).
+"""The repro's config: the product config (`longctx_core.config.Config`) plus a `repro:` section.
+
+    cfg = load_repro_config("ray_jobs/configs/repro_cpu.yaml", ["repro.only_base=true"])
 
     repro:
       base: {context: 256, max_steps: 3000, target_accuracy: 0.85}    # the cached toy base chat model
       seeds: [0, 1]                                                    # QLoRA arms per seed
       arms: {paraphrase: {paraphrase: 1.0}, plain: {plain: 1.0}}   # name -> data.answer_styles
 
-The toy world (single-token names, 1-2 sentence documents) is `data.source.builtin`; the base, the QLoRA
-arms and the evaluation all read the same world, so one place defines it.
+The section lives here, not in the product schema: the reproduction is an experiment built on the library,
+so a product preset given `repro:` fails as an unknown key. The toy world (single-token names, 1-2 sentence
+documents) is `data.source.builtin`; the base, the QLoRA arms and the evaluation all read the same world, so
+one place defines it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 
+from longctx_core.config import Config, ConfigError, load_config
 from longctx_core.config.base import Section
 from longctx_core.config.data import check_style_mix
+
+logger = logging.getLogger(__name__)
 
 
 class ToyBaseConfig(Section):
@@ -85,7 +96,7 @@ class ToyBaseConfig(Section):
     @field_validator("answer_styles")
     @classmethod
     def _styles(cls, v: dict[str, float]) -> dict[str, float]:
-        return check_style_mix(v, allowed=("paraphrase", "plain"))
+        return check_style_mix(v, allowed=("paraphrase", "quote", "plain"))
 
     @model_validator(mode="after")
     def _checks(self) -> ToyBaseConfig:
@@ -108,7 +119,9 @@ def _default_arms() -> dict[str, dict[str, float]]:
     return {"paraphrase": {"paraphrase": 1.0}, "plain": {"plain": 1.0}}
 
 
-class ReproConfig(Section):
+class ReproSection(Section):
+    """The `repro:` section: the toy base, the extension factor, the QLoRA arms and their seeds."""
+
     only_base: bool = Field(False, description="Build (or reuse) the cached toy base chat model and stop.")
     base: ToyBaseConfig = Field(default_factory=ToyBaseConfig, description="The toy base chat model.")
     allow_weak_base: bool = Field(
@@ -148,3 +161,53 @@ class ReproConfig(Section):
                 raise ValueError(f"{name}: arm names are identifiers other than 'base'")
             check_style_mix(mix, where=f"{name}.")
         return v
+
+
+class ReproConfig(Config):
+    """The product config plus `repro:`; what `python -m ray_jobs.repro` loads. The stages it drives get
+    product configs without the section (`repro.arms.stage_config`)."""
+
+    repro: ReproSection = Field(
+        default_factory=ReproSection, description="Toy-scale reproduction (make repro)."
+    )
+
+
+def load_repro_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ReproConfig:
+    """`longctx_core.config.load_config` with the `repro:` section; raises the same one-line ConfigError."""
+    return load_config(path, overrides, schema=ReproConfig)
+
+
+def check_repro_config(cfg: ReproConfig) -> None:
+    """Contradictions between `repro` and the other sections, as one-line ConfigErrors naming the key;
+    cheap (no model, no Ray), so a bad preset fails in a second."""
+    from repro.base.worlds import world_records
+
+    b, factor = cfg.repro.base, cfg.repro.length_factor
+    rope = cfg.model.rope
+    if cfg.data.source.kind != "builtin":
+        raise ConfigError("data.source.kind: the repro's toy world is 'builtin'")
+    if rope.type == "none" or rope.original_max_position_embeddings != b.context:
+        raise ConfigError(
+            f"model.rope.original_max_position_embeddings: must equal repro.base.context ({b.context}) with a "
+            "scaling type set (the base is trained at L0 and extended from there)"
+        )
+    if (rope.factor or 0) != factor and rope.target_max_position_embeddings != factor * b.context:
+        raise ConfigError(f"model.rope.factor: must be repro.length_factor ({factor})")
+    if cfg.data.target_bounds()[1] > factor * b.context:
+        raise ConfigError(f"data.target_tokens: longer than repro.length_factor x L0 = {factor * b.context}")
+    if float(factor) not in [float(f) for f in cfg.eval.length_factors]:
+        raise ConfigError(f"eval.length_factors: must include repro.length_factor ({factor})")
+    qa = cfg.eval.qa
+    for seed in cfg.repro.seeds:
+        held = _held_out_count(world_records(cfg, seed, qa.pool_records), cfg.data.eval_fraction, seed)
+        if held < qa.num_questions:
+            raise ConfigError(
+                f"eval.qa.num_questions: {qa.num_questions} asked, the world of seed {seed} holds out {held} "
+                "(raise data.eval_fraction or data.source.builtin.num_records)"
+            )
+
+
+def _held_out_count(records, eval_fraction: float, seed: int) -> int:
+    from data_gen.split import split_of
+
+    return sum(split_of(r.id, eval_fraction, seed) == "eval" for r in records)

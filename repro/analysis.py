@@ -1,0 +1,124 @@
+"""Accuracy by gold position with uncertainty: every seed's scored predictions as (seed, question) x
+position matrices, means with 95% percentile-bootstrap intervals over questions, and paired differences
+between models on the same questions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from repro.config import ReproConfig
+
+logger = logging.getLogger(__name__)
+
+MIDDLE = (0.25, 0.75)  # gold positions counted as "the middle" (inclusive): where long-context models fail
+_PROMPT_ID = re.compile(r"^qa-(?P<record>.+)-L(?P<length>\d+)-p(?P<position>[0-9.e-]+)$")
+
+
+def load_rows(eval_dirs: dict[int, Path]) -> list[dict]:
+    """Every scored prediction of every seed's evaluation, tagged with `seed` and (for qa) `record`."""
+    rows = []
+    for seed, folder in eval_dirs.items():
+        with (Path(folder) / "predictions.jsonl").open(encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line) | {"seed": seed}
+                m = _PROMPT_ID.match(row["prompt_id"]) if row["task"] == "qa" else None
+                if m:
+                    row["record"] = m["record"]
+                rows.append(row)
+    return rows
+
+
+def score_matrix(rows: list[dict], model: str, length: int, positions: list[float], key: str = "score"):
+    """(units, matrix): one row per (seed, question), one column per gold position, cells = `key` (0/1).
+    Units are sorted, so matrices of different models line up for paired comparisons."""
+    cells = {}
+    for r in rows:
+        if r["task"] == "qa" and r["model"] == model and r["length"] == length:
+            cells[(r["seed"], r["record"], float(r["position"]))] = float(r.get(key, 0.0))
+    units = sorted({(s, q) for s, q, _ in cells})
+    matrix = np.array([[cells.get((s, q, p), np.nan) for p in positions] for s, q in units], dtype=float)
+    return units, matrix
+
+
+def bootstrap_interval(matrix: np.ndarray, columns: list[int], resamples: int, seed: int) -> dict:
+    """Mean of the `columns` of `matrix` (units x positions) with a 95% percentile-bootstrap interval over
+    units (questions): {"mean", "lo", "hi", "n"}. Resampling whole units keeps a question's positions
+    together, so intervals of differences between positions/models are paired."""
+    per_unit = np.nanmean(matrix[:, columns], axis=1)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(per_unit), size=(resamples, len(per_unit)))
+    means = per_unit[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(per_unit.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(per_unit))}
+
+
+def position_columns(positions: list[float]) -> dict[str, list[int]]:
+    """Column groups of the report: each position, the middle ones, and all."""
+    groups = {f"{p:g}": [i] for i, p in enumerate(positions)}
+    groups["middle"] = [i for i, p in enumerate(positions) if MIDDLE[0] <= p <= MIDDLE[1]]
+    groups["all"] = list(range(len(positions)))
+    return {k: v for k, v in groups.items() if v}
+
+
+def accuracy_table(rows: list[dict], models: list[str], length: int, positions: list[float], b: int) -> dict:
+    """{model: {group: interval}} of exact match at `length` (see `bootstrap_interval`)."""
+    table = {}
+    for model in models:
+        _, matrix = score_matrix(rows, model, length, positions)
+        if len(matrix):
+            groups = position_columns(positions)
+            table[model] = {g: bootstrap_interval(matrix, cols, b, 0) for g, cols in groups.items()}
+    return table
+
+
+def difference_table(rows, a: str, b_model: str, length: int, positions: list[float], resamples: int) -> dict:
+    """{group: interval} of accuracy(a) - accuracy(b_model) on the same questions (paired bootstrap)."""
+    units_a, ma = score_matrix(rows, a, length, positions)
+    units_b, mb = score_matrix(rows, b_model, length, positions)
+    if units_a != units_b or not units_a:
+        return {}
+    return {
+        g: bootstrap_interval(ma - mb, cols, resamples, 0) for g, cols in position_columns(positions).items()
+    }
+
+
+def rate_by_model(rows: list[dict], task: str, length: int, key: str) -> dict[str, float]:
+    """Mean of `key` per model over the `task` rows at `length`."""
+    sums: dict[str, list[float]] = {}
+    for r in rows:
+        if r["task"] == task and r["length"] == length and key in r:
+            sums.setdefault(r["model"], []).append(float(r[key]))
+    return {m: float(np.mean(v)) for m, v in sums.items()}
+
+
+def analyse(cfg: ReproConfig, rows: list[dict]) -> dict:
+    """Everything the report states: accuracy tables at each length, differences at the extended length,
+    quote faithfulness and passkey per model."""
+    positions = sorted({float(r["position"]) for r in rows if r["task"] == "qa"})
+    lengths = sorted({int(r["length"]) for r in rows if r["task"] == "qa"})
+    models = ["base", *cfg.repro.arms]
+    long_len, resamples = max(lengths), cfg.repro.bootstrap
+    out = {
+        "positions": positions,
+        "lengths": lengths,
+        "long_length": long_len,
+        "models": models,
+        "accuracy": {str(n): accuracy_table(rows, models, n, positions, resamples) for n in lengths},
+    }
+    pairs = [(arm, "base") for arm in cfg.repro.arms]
+    if "paraphrase" in cfg.repro.arms and "plain" in cfg.repro.arms:
+        pairs.append(("paraphrase", "plain"))
+    out["differences"] = {
+        f"{a} - {b}": difference_table(rows, a, b, long_len, positions, resamples) for a, b in pairs
+    }
+    out["quotes"] = {
+        k: rate_by_model(rows, "qa", long_len, k) for k in ("quoted", "faithful_gold", "near_miss")
+    }
+    passkey_lengths = sorted({int(r["length"]) for r in rows if r["task"] == "passkey"})
+    out["passkey"] = {str(n): rate_by_model(rows, "passkey", n, "score") for n in passkey_lengths}
+    return out

@@ -1,0 +1,93 @@
+"""One training step of the toy base: weighted rows -> the library's padded batch, the weighted next-token
+loss, and AdamW on the library's LR schedule. `repro.recall_probe` takes its steps the same way."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import SimpleNamespace
+
+from longctx_core.chat import IGNORE_INDEX
+from repro.base.samples import Row
+
+logger = logging.getLogger(__name__)
+
+BETAS = (0.9, 0.95)
+MIN_LR_RATIO = 0.1  # the cosine ends at 10% of the peak LR
+CLIP_NORM = 1.0
+
+
+def weighted_batch(rows: list[Row], pad_id: int) -> dict:
+    """`rows` as the library's padded batch (`longctx_core.packing.collate_packed`: input_ids, labels and
+    position_ids, no attention mask) plus `weights`, aligned with the tokens like the labels:
+
+        rows          [5, 6, 7] weights [.5, .5, 1]     [8, 9] weights [.5, 1]
+        input_ids      5   6   7                         8   9   pad
+        labels         5   6   7                         8   9   -100      (weight 0: -100 too)
+        position_ids   0   1   2                         0   1   2         (padding continues the row)
+        weights       .5  .5   1                        .5   1   0
+
+    Position t predicts token t+1, with weight weights[t+1]; a row's first weight is never used."""
+    import torch
+
+    from longctx_core.packing import collate_packed
+
+    packed = [
+        {
+            "input_ids": ids,
+            "labels": [t if w > 0 else IGNORE_INDEX for t, w in zip(ids, ws, strict=True)],
+            "position_ids": list(range(len(ids))),  # one sample per row: nothing is packed
+        }
+        for ids, ws in rows
+    ]
+    batch = collate_packed(packed, pad_id)
+    weights = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
+    for i, (_, ws) in enumerate(rows):
+        weights[i, : len(ws)] = torch.tensor(ws)
+    return batch | {"weights": weights}
+
+
+def weighted_loss(model, batch: dict):
+    """(loss, answer-token loss): next-token cross-entropy weighted by `batch["weights"]`, and the plain
+    mean over answer tokens (weight 1) for logging."""
+    import torch.nn.functional as F
+
+    # No attention mask: padding comes last, so no real token attends to it.
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+    logits = out.logits[:, :-1]
+    targets = batch["labels"][:, 1:].reshape(-1)
+    nll = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    w = batch["weights"][:, 1:].reshape(-1)
+    answer = (w == 1.0).float()
+    return (nll * w).sum() / w.sum(), (nll * answer).sum() / answer.sum().clamp(min=1)
+
+
+def adamw(model, lr: float, weight_decay: float):
+    """The toy base's optimizer: AdamW over every weight (full fine-tuning)."""
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=BETAS)
+
+
+def lr_schedule(warmup_steps: int, total_steps: int | None) -> Callable[[int], float]:
+    """The library's LR multiplier per step (`lr_lambda`): linear warm-up over `warmup_steps`, then cosine
+    decay to `MIN_LR_RATIO` at `total_steps` (None: constant after the warm-up). Returns a function."""
+    from longctx_core.train.schedule import lr_lambda
+
+    # lr_lambda reads these three TrainConfig keys; the toy's own values live in repro.base
+    knobs = SimpleNamespace(warmup_steps=warmup_steps, min_lr_ratio=MIN_LR_RATIO, lr_schedule="cosine")
+    return lr_lambda(knobs, total_steps)
+
+
+def optimizer_step(model, opt, loss, lr: float) -> None:
+    """One optimizer step on `loss` at learning rate `lr`, the gradient norm clipped to `CLIP_NORM`."""
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+    opt.step()

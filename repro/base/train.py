@@ -1,0 +1,182 @@
+"""The toy base's training loop as named phases: `setup_model` (fresh, or resumed from a checkpoint),
+`setup_data`, `train_step`, and a validation + `save_checkpoint` every `eval_every` steps, until validation
+exact match reaches `target_accuracy`, `max_steps` run out or this run's `time_budget_min` is spent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from longctx_core.tiny import build_tiny_model, train_tokenizer
+from repro.base.checkpoint import load_checkpoint, save_checkpoint
+from repro.base.model import model_shape, tokenizer_texts
+from repro.base.samples import Row, qa_rows, recall_rows
+from repro.base.step import adamw, lr_schedule, optimizer_step, weighted_batch, weighted_loss
+from repro.base.validate import validate, validation_prompts
+from repro.base.worlds import World, base_worlds, heldout_questions
+from repro.config import ReproConfig, ToyBaseConfig
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY = 25  # steps between loss log lines
+
+
+@dataclass
+class Progress:
+    """Where a build stands over all its runs; saved as the checkpoint's build_state.json."""
+
+    steps: int = 0
+    tokens: int = 0
+    minutes: float = 0.0  # of the runs before this one
+    curve: list[dict] = field(default_factory=list)  # one entry per validation
+    runs: list[dict] = field(default_factory=list)  # {from_step, to_step, minutes, threads} per earlier run
+
+    def state(self, first_step: int, minutes: float, threads: int) -> dict:
+        """The build state after this run's first `minutes` (this run started at `first_step`)."""
+        run = {
+            "from_step": first_step,
+            "to_step": self.steps,
+            "minutes": round(minutes, 2),
+            "threads": threads,
+        }
+        return asdict(self) | {"minutes": round(self.minutes + minutes, 2), "runs": [*self.runs, run]}
+
+
+def setup_model(cfg: ReproConfig, excluded: set[str], resume_from: Path | None):
+    """(model, tokenizer, optimizer, progress, whether the optimizer restarts on trained weights): a fresh
+    tokenizer and model, or those of `resume_from` (a build checkpoint, or a finished below-target base,
+    saved without optimizer state)."""
+    b = cfg.repro.base
+    if resume_from is None:
+        tokenizer = train_tokenizer(tokenizer_texts(cfg, excluded), b.vocab_size)
+        model = build_tiny_model(model_shape(b), tokenizer)
+        return model, tokenizer, adamw(model, b.lr, b.weight_decay), Progress(), False
+    model, tokenizer, opt_state, prior = load_checkpoint(cfg, resume_from)
+    opt = adamw(model, b.lr, b.weight_decay)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    logger.info(
+        "toy base: resuming from %s at step %d (%.1f min so far%s)",
+        resume_from,
+        prior["steps"],
+        prior["minutes"],
+        "" if opt_state else "; fresh optimizer with a warm-up ramp",
+    )
+    return model, tokenizer, opt, Progress(**prior), opt_state is None
+
+
+def setup_data(cfg: ReproConfig, tokenizer, excluded: set[str]) -> tuple[list[World], list[dict]]:
+    """(training worlds, validation prompts), both without the `excluded` questions."""
+    worlds, val_world = base_worlds(cfg, tokenizer, excluded)
+    return worlds, validation_prompts(val_world, tokenizer, cfg.repro.base)
+
+
+def learning_rate(b: ToyBaseConfig, first_step: int, fresh_optimizer: bool) -> Callable[[int], float]:
+    """The LR at each step: the peak times the library's schedule over `max_steps`; an optimizer restarted
+    on trained weights (`fresh_optimizer`) ramps up again over `warmup_steps`, as at the build's start."""
+    factor = lr_schedule(b.warmup_steps, b.max_steps)
+    ramp = lr_schedule(b.warmup_steps, None) if fresh_optimizer else (lambda _: 1.0)
+    return lambda step: b.lr * factor(step) * ramp(step - first_step)
+
+
+def rows_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) -> list[Row]:
+    """The weighted rows of `step`: associative recall during the warm-up, then QA (numbered from the end of
+    the warm-up: curriculum and sample seeds)."""
+    if step < b.recall_warmup_steps:
+        return recall_rows(tokenizer, b, step)
+    return qa_rows(worlds, tokenizer, b, step - b.recall_warmup_steps)
+
+
+def train_step(model, opt, rows: list[Row], pad_id: int, lr: float):
+    """One optimizer step on `rows`; returns (loss, answer-token loss) before the step."""
+    loss, answer_loss = weighted_loss(model, weighted_batch(rows, pad_id))
+    optimizer_step(model, opt, loss, lr)
+    return loss.item(), answer_loss.item()
+
+
+def train_toy_base(
+    cfg: ReproConfig, out_dir: Path, checkpoint: Path | None = None, resume_from: Path | None = None
+) -> dict:
+    """Train the toy base and save its HF folder into `out_dir`; returns the build summary (steps, minutes
+    over all runs, validation curve, final accuracy).
+
+    With `checkpoint`, the resumable state (weights, optimizer, step, curve) is written there at every
+    validation. With `resume_from`, training goes on from its step: samples are a function of (seed, step),
+    so the continuation sees what an uninterrupted build would have seen."""
+    import torch
+
+    b = cfg.repro.base
+    torch.set_num_threads(b.threads)
+    torch.manual_seed(b.seed)
+    started = time.monotonic()
+    excluded = heldout_questions(cfg)  # never seen by any part of the build, tokenizer included
+    model, tokenizer, opt, progress, restarted = setup_model(cfg, excluded, resume_from)
+    worlds, val_prompts = setup_data(cfg, tokenizer, excluded)
+    log_setup(model, tokenizer, b, worlds, val_prompts)
+    first_step = progress.steps
+    lr_at = learning_rate(b, first_step, restarted)
+    accuracy = progress.curve[-1]["accuracy"] if progress.curve else 0.0
+    model.config.use_cache = False
+    model.train()
+    while progress.steps < b.max_steps:
+        rows = rows_for_step(worlds, tokenizer, b, progress.steps)
+        loss, answer_loss = train_step(model, opt, rows, tokenizer.pad_token_id, lr_at(progress.steps))
+        progress.steps += 1
+        progress.tokens += sum(len(ids) for ids, _ in rows)
+        minutes = (time.monotonic() - started) / 60
+        if progress.steps % LOG_EVERY == 0:
+            logger.info(
+                "toy base step %d: loss %.3f, answer loss %.3f, %.1f min",
+                progress.steps,
+                loss,
+                answer_loss,
+                progress.minutes + minutes,
+            )
+        over_time = minutes > b.time_budget_min
+        if progress.steps % b.eval_every and progress.steps < b.max_steps and not over_time:
+            continue
+        accuracy = validate(model, tokenizer, val_prompts)
+        point = {"step": progress.steps, "minutes": round(progress.minutes + minutes, 2)}
+        progress.curve.append(point | {"accuracy": accuracy, "answer_loss": answer_loss})
+        logger.info(
+            "toy base step %d: validation exact match %.3f (target %.2f)",
+            progress.steps,
+            accuracy,
+            b.target_accuracy,
+        )
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, tokenizer, opt, progress.state(first_step, minutes, b.threads))
+        if accuracy >= b.target_accuracy or over_time:
+            break
+    model.config.use_cache = True
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    total = progress.state(first_step, (time.monotonic() - started) / 60, b.threads)
+    return {
+        "steps": progress.steps,
+        "tokens": progress.tokens,
+        "minutes": total["minutes"],
+        "validation_accuracy": accuracy,
+        "reached_target": accuracy >= b.target_accuracy,
+        "validation_questions": len(val_prompts),
+        "curve": progress.curve,
+        "runs": total["runs"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": b.threads,
+    }
+
+
+def log_setup(model, tokenizer, b: ToyBaseConfig, worlds: list[World], val_prompts: list[dict]) -> None:
+    """One log line with the build's sizes."""
+    logger.info(
+        "toy base: %.2fM parameters, vocab %d, L0 %d, %d training worlds (%d questions), %d validation prompts",
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        len(tokenizer),
+        b.context,
+        len(worlds),
+        sum(len(w.records) for w in worlds),
+        len(val_prompts),
+    )

@@ -1,0 +1,138 @@
+"""Validating the toy base: greedy replies to one-question prompts of a fresh world at L0, scored like the
+evaluate stage (`answer_em`), and the diagnosis of what its hits are made of."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from data_gen.seeding import derive_seed
+from repro.base.samples import compose_base_sample
+from repro.base.worlds import VALIDATION_WORLD, World, base_worlds, heldout_questions
+from repro.config import ReproConfig, ToyBaseConfig
+
+logger = logging.getLogger(__name__)
+
+REPLY_TOKENS = 48  # generation budget of a validation reply (a quote line plus the final answer)
+
+
+def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
+    """`eval_questions` one-question prompts of the validation world at L0 (minus the reply budget), gold
+    position uniform: {ids, answers, question, gold_doc}. They are composed paraphrase-style: the style
+    only changes the (dropped) reference answer, so it does not matter here."""
+    from data_gen.compose import ComposeError
+    from longctx_core.eval.prompts import chat_ids
+
+    rng = random.Random(derive_seed(VALIDATION_WORLD, b.seed, "prompts"))
+    prompts = []
+    for rec in rng.sample(world.records, min(len(world.records), 4 * b.eval_questions)):
+        if len(prompts) == b.eval_questions:
+            break
+        one = World([rec], world.pool)
+        try:
+            sample = compose_base_sample(
+                one, tokenizer, b.context - REPLY_TOKENS, "paraphrase", 1, rng.getrandbits(62)
+            )
+        except ComposeError:
+            continue
+        prompts.append(
+            {
+                "ids": chat_ids(tokenizer, sample.messages[:-1]),
+                "answers": list(rec.answers),
+                "question": rec.question,
+                "gold_doc": sample.gold_positions[0] + 1,  # the document number a faithful quote names
+            }
+        )
+    return prompts
+
+
+def replies(model, tokenizer, prompts: list[dict], batch: int = 16):
+    """Yield (prompt, greedy reply text) for `prompts`, `batch` at a time, the model in eval mode."""
+    from longctx_core.eval.generate import greedy_generate
+
+    model.eval()
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i : i + batch]
+        new = greedy_generate(
+            model, [p["ids"] for p in chunk], [REPLY_TOKENS] * len(chunk), tokenizer.pad_token_id
+        )
+        for p, toks in zip(chunk, new, strict=True):
+            yield p, tokenizer.decode(toks, skip_special_tokens=True)
+
+
+def validate(model, tokenizer, prompts: list[dict], batch: int = 16) -> float:
+    """Exact match (the evaluate stage's `answer_em`) of greedy replies to `prompts`."""
+    from longctx_core.eval.scoring import answer_em
+
+    hits = 0.0
+    for k, (p, reply) in enumerate(replies(model, tokenizer, prompts, batch)):
+        hits += answer_em(reply, p["answers"])[1]
+        if k == 0:  # one reply per check shows how far the format/lookup got
+            logger.info("toy base validation reply: %r (gold %r)", reply, p["answers"][0])
+    model.train()
+    return hits / max(1, len(prompts))
+
+
+def question_type(question: str) -> str:
+    """A question's template, with the entity name cut out: "At what house number does Kos live?" ->
+    "At what house number does ... live?" (the builtin world's names are the capitalised words after the
+    first)."""
+    words = question.rstrip("?").split()
+    return " ".join(w if i == 0 or not w[:1].isupper() else "..." for i, w in enumerate(words)) + "?"
+
+
+def score_reply(prompt: dict, reply: str) -> tuple[float, bool, bool]:
+    """(exact match, the reply cites a document, the first document it cites is the gold one)."""
+    from data_gen.styles import cited_documents
+    from longctx_core.eval.scoring import answer_em
+
+    cited = cited_documents(reply)
+    return answer_em(reply, prompt["answers"])[1], bool(cited), bool(cited) and cited[0] == prompt["gold_doc"]
+
+
+def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
+    """What the base's validation hits are made of: exact match per question type, and how often the reply
+    quotes the right document number (`Document [k]` of the gold). A base that answers closed-set types
+    (colours, pets) but not copied values (house numbers, towns) and names Document [1] whatever the gold
+    has learnt to match the attribute, not to look the entity up; one whose answers are mostly absent from
+    its prompt does not read its context at all."""
+    from longctx_core.eval.scoring import final_answer, normalize_answer
+
+    by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    quoted, right_doc, hits, in_context = 0, 0, 0.0, 0
+    for p, reply in replies(model, tokenizer, prompts, batch):
+        hit, named, gold_named = score_reply(p, reply)
+        answer = normalize_answer(final_answer(reply))
+        in_context += bool(answer) and answer in normalize_answer(tokenizer.decode(p["ids"]))
+        cell = by_type[question_type(p["question"])]
+        cell[0], cell[1] = cell[0] + hit, cell[1] + 1
+        hits, quoted, right_doc = hits + hit, quoted + named, right_doc + gold_named
+    n = max(1, len(prompts))
+    return {
+        "exact_match": hits / n,
+        "questions": len(prompts),
+        "by_question_type": {k: {"exact_match": h / c, "n": c} for k, (h, c) in sorted(by_type.items())},
+        "replies_naming_a_document": quoted / n,
+        "replies_naming_the_gold_document": right_doc / n,
+        # a value copied from some document: chance for a model that reads its context at all
+        "answers_found_in_the_prompt": in_context / n,
+    }
+
+
+def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) -> dict:
+    """`diagnose` a built toy base (no RoPE extension: the base as built) on `questions` fresh prompts of
+    its validation world."""
+    import torch
+
+    from longctx_core.modeling import load_model, load_tokenizer
+    from repro.base.checkpoint import base_model_config
+
+    torch.set_num_threads(cfg.repro.base.threads)
+    model_cfg = base_model_config(cfg, folder)
+    tokenizer = load_tokenizer(model_cfg)
+    b = cfg.repro.base.model_copy(update={"eval_questions": questions})
+    _, val_world = base_worlds(cfg, tokenizer, heldout_questions(cfg))
+    model = load_model(model_cfg, quantize=False)
+    return diagnose(model, tokenizer, validation_prompts(val_world, tokenizer, b))
