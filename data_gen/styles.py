@@ -141,11 +141,16 @@ def split_reply(reply: str, lang: Lang = "en") -> tuple[list[str], str]:
         if not found:
             rest.append(line)
     marks = _ANSWER_MARK.findall(reply)
-    final = marks[-1] if marks else "\n".join(rest)
-    final = final.strip().rstrip("。.").strip()
+    return quotes, clean_answer(marks[-1] if marks else "\n".join(rest))
+
+
+def clean_answer(text: str) -> str:
+    """An answer as `split_reply` reads it back: trailing sentence punctuation and wrapping quotes stripped
+    (so "R.E.M." reads back as "R.E.M": compare accepted answers through this too)."""
+    final = text.strip().rstrip("。.").strip()
     if len(final) >= 2 and final[0] in _ALL_PAIRS and final[-1] == _ALL_PAIRS[final[0]]:
         final = final[1:-1].strip()
-    return quotes, final
+    return final
 
 
 def cited_documents(reply: str) -> list[int]:

@@ -15,6 +15,7 @@ from data_gen.styles import (
     ANSWER_STYLES,
     QUOTING_STYLES,
     cited_documents,
+    clean_answer,
     is_unanswerable_reply,
     render_document,
     split_reply,
@@ -128,7 +129,7 @@ def _reply_problems(t: int, reply: str, row: dict, docs: list[str]) -> list[str]
         return []
     quotes, final = split_reply(reply, lang)
     problems = []
-    if final not in row["meta"]["answers"][t]:
+    if final not in {clean_answer(a) for a in row["meta"]["answers"][t]}:  # read back as evaluation reads it
         problems.append(f"answer: turn {t}: final answer {final!r} not among {row['meta']['answers'][t]}")
     if style == "plain":
         return problems + ([f"plain_quotes: turn {t} holds {len(quotes)} quotes"] if quotes else [])

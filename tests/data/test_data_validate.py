@@ -215,3 +215,23 @@ def test_answer_with_quotation_marks_is_not_read_as_a_quote():
         {"role": "assistant", "content": render_answer("paraphrase", "en", name, [(1, fact)])},
     ]
     assert validate_row(row) == []
+
+
+@pytest.mark.parametrize("style", ["paraphrase", "quote", "plain"])
+def test_answer_ending_in_a_period_is_accepted(style):
+    """Real NQ: the answer "R.E.M." reads back as "R.E.M" (split_reply strips sentence punctuation); the
+    validator reads the accepted answers the same way instead of quarantining a sound sample."""
+    row = make_row("en", style, gold=0)
+    fact = "The band R.E.M. recorded the song in 1991."
+    docs = [Document("Song", f"{fact} It was a hit."), DOCS["en"][1]]
+    row["meta"] |= {"questions": ["Who recorded it?"], "answers": [["R.E.M."]], "titles": ["Song", "Beta"]}
+    row["n_docs"] = 2
+    quotes = [(1, fact)] if style != "plain" else []
+    row["messages"] = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": render_first_user(docs, "Who recorded it?", "en")},
+        {"role": "assistant", "content": render_answer(style, "en", "R.E.M.", quotes)},
+    ]
+    assert validate_row(row) == []
+    row["messages"][-1]["content"] = render_answer(style, "en", "U2", quotes)
+    assert any(p.startswith("answer:") for p in validate_row(row))  # a wrong answer is still reported
