@@ -21,7 +21,12 @@ Why not a plain `ray.init()`:
   dial the LAN address, where a loopback-only head does not listen, and wait for minutes; so joining a
   loopback address turns the switch on as well. (A job submitted to the `make cluster-up` head inherits the
   variable from the head, which up.sh starts with it.)
-Token authentication stays as Ray 2.60 sets it (on); nothing here turns it off.
+- Ray reads its token-auth settings (RAY_AUTH_MODE, RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) into this process's
+  config when `ray` is first imported, while the processes a runtime spawns read them from the environment
+  at their start. A variable set in between (by a test, a tool, a library imported later) gives a GCS that
+  wants a token and a driver that sends none: "Failed to start GCS ... InvalidAuthToken ... RAY_AUTH_MODE is
+  currently 'disabled'" (measured). `sync_auth_config` re-reads them, and `ensure_ray` calls it first.
+Token authentication stays as Ray 2.60 sets it; nothing here turns it off.
 """
 
 from __future__ import annotations
@@ -74,6 +79,16 @@ def _single_node_switch():
             os.environ[SINGLE_NODE_ENV] = saved_env
 
 
+def sync_auth_config() -> None:
+    """Make this process's Ray use the token-auth settings of the environment as it is now (see the module
+    note); the processes Ray starts from here on read the same. Ray's own tests reset it the same way
+    (`ray._private.authentication_test_utils.reset_auth_token_state`)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def ensure_ray(local: bool | None = None, **local_init_kwargs) -> str:
     """Make sure this process is connected to Ray; returns "existing", "cluster" or "local".
 
@@ -90,6 +105,7 @@ def ensure_ray(local: bool | None = None, **local_init_kwargs) -> str:
 
     if ray.is_initialized():
         return "existing"
+    sync_auth_config()
     address = os.environ.get("RAY_ADDRESS", "").strip()
     if local is None and address and address != "local":
         logger.info("joining the Ray cluster at RAY_ADDRESS=%s", address)

@@ -118,3 +118,36 @@ def test_a_driver_joins_a_loopback_cluster_address(ray_local):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"MODE cluster {node.node_id}" in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_token_auth_switched_on_after_ray_is_imported(tmp_path):
+    """Ray reads RAY_AUTH_MODE into the process's config at import; the runtime it spawns reads the
+    environment. Switched on in between (what importing cluster/sim/sim.py did to the whole test session),
+    the new GCS wanted a token the driver never sent: "Failed to start GCS ... InvalidAuthToken". Importing
+    the sim must leave the environment alone, and a local start after a late switch must work, with token
+    auth on. A fresh HOME: no ~/.ray/auth_token of this machine's takes part."""
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef" * 4)
+    code = (
+        "import os, sys\n"
+        "import ray\n"
+        "sys.path.insert(0, 'cluster/sim')\n"
+        "import sim\n"
+        "assert 'RAY_AUTH_MODE' not in os.environ, 'importing the sim switched token auth on'\n"
+        "os.environ['RAY_AUTH_MODE'] = 'token'\n"
+        f"os.environ['RAY_AUTH_TOKEN_PATH'] = {str(token)!r}\n"
+        "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
+        "from longctx_core.runtime import ensure_ray\n"
+        "ensure_ray(local=True, num_cpus=1, include_dashboard=False)\n"
+        "assert get_authentication_mode() == AuthenticationMode.TOKEN\n"
+        "print('TASK', ray.get(ray.remote(lambda: 41 + 1).remote()), flush=True)\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "TASK 42" in out.stdout

@@ -35,12 +35,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-# This process is a State API client of a token-auth head. Ray reads RAY_AUTH_MODE once, when it is imported
-# (measured: set later, every list_nodes was refused with "RAY_AUTH_MODE is currently 'disabled'" on a
-# machine without ~/.ray/auth_token), so it is set before the imports below; the token file's path is read
-# at the first request, and run_sim sets it once the head's temp dir is chosen.
-os.environ["RAY_AUTH_MODE"] = "token"
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 for _path in (REPO, REPO / "cluster" / "local", HERE):
@@ -56,6 +50,7 @@ from submit import _ray_cli, build_submission, submit  # noqa: E402
 from longctx_core.cli import fail  # noqa: E402
 from longctx_core.cluster_checks import ClusterSpec  # noqa: E402
 from longctx_core.config import ConfigError  # noqa: E402
+from longctx_core.runtime import sync_auth_config  # noqa: E402
 
 logger = logging.getLogger("longctx.cluster_sim")
 
@@ -158,7 +153,12 @@ class Shooter:
 def run_sim(ns: argparse.Namespace) -> int:
     """Everything after argument parsing; returns the exit status."""
     base = Path(tempfile.mkdtemp(prefix="lcx-sim-", dir="/tmp"))  # short: Ray's socket paths live below it
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(base / "token")  # the head's token (fakecluster.start_head)
+    # This process is a State API client of the head, which wants its token (fakecluster.start_head). Set
+    # here, not at import: importing this module (as the tests do) must not switch token auth on for the
+    # importer, whose own local runtime would then refuse its driver.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(base / "token")
+    sync_auth_config()
     given = dict(o.split("=", 1) for o in ns.overrides if "=" in o)
     storage = Path(given.get("run.storage_path", ns.storage)).resolve()
     run_name = given.get("run.name", ns.run_name)

@@ -27,6 +27,7 @@ import yaml
 
 from longctx_core.cluster_checks import ClusterSpec, check_cluster, resource_requests
 from longctx_core.config import ConfigError, load_config
+from longctx_core.runtime import sync_auth_config
 
 REPO = Path(__file__).resolve().parents[2]
 SIM = REPO / "cluster" / "sim"
@@ -322,6 +323,7 @@ def test_a_node_lost_mid_training_is_survived(monkeypatch):
     head = fakecluster.start_head(AWS, base / "ray", idle_timeout_s=20, environ=dict(os.environ))
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the State API and `ray job submit` of this head
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(head.token_path))
+    sync_auth_config()  # this process's Ray read the settings at import (longctx_core.runtime)
     job_id = f"lcx-loss-{uuid.uuid4().hex[:6]}"
     try:
         overrides = [
@@ -366,6 +368,8 @@ def test_a_node_lost_mid_training_is_survived(monkeypatch):
         w.finish()
     finally:
         fakecluster.stop_head(head)
+        monkeypatch.undo()
+        sync_auth_config()  # back to this session's settings: later tests start local runtimes
     assert killed_at is not None, "training never reached step 3"
     assert info["status"] == "SUCCEEDED", info
     rows = read_jsonl(metrics)
