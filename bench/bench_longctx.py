@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import time
 
 from bench.common import command_line, print_table, write_result
 from bench.fixtures import demo_config
+from longctx_core.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def measure_curve(cfg_dict: dict, lengths: list[int], chunked: bool, steps: int,
             opt.zero_grad(set_to_none=True)
             if i >= warmup:
                 seconds += time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        peak = peak_rss_gb()
         out.append(
             {
                 "length": length,

@@ -35,10 +35,10 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
-import resource
 import time
 
 from bench.common import command_line, print_table, write_result
+from longctx_core.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def measure(way: str, length: int, vocab: int, hidden: int, chunk_size: int, thr
         loss = F.cross_entropy(head(h).float(), y, reduction="sum")
     loss.backward()
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux reports KiB
+    peak = peak_rss_gb()
     return {
         "way": way,
         "length": length,

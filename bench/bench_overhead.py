@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import command_line, peak_rss_gb, print_table, write_result
+from bench.common import command_line, print_table, write_result
 from bench.fixtures import compose_samples, demo_config, plain_train
+from longctx_core.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 

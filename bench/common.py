@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -33,11 +32,6 @@ def machine_info() -> dict:
     except (ValueError, OSError):
         pass
     return info
-
-
-def peak_rss_gb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def write_result(name: str, value: float, unit: str, baseline: float, command: str, **extra) -> dict:

@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from bench.common import peak_rss_gb
+from longctx_core.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 

@@ -429,8 +429,20 @@ def compose_sample(
     if n_tokens > cap or (answer_style == budget_style and n_tokens < floor):
         raise ComposeError("token_target_missed", f"{n_tokens} tokens for target {target_tokens}")
     truncated = sum(1 for d in docs if any(d is c for c in filler.cuts))
-    return _sample(sample_id, messages, n_tokens, docs, slots, turns, answer_style, lang, target_tokens,
-                   seed, run_seed, truncated)  # fmt: skip
+    return _sample(
+        sample_id,
+        messages,
+        n_tokens,
+        docs,
+        slots,
+        turns,
+        answer_style,
+        lang,
+        target_tokens,
+        seed,
+        run_seed,
+        truncated,
+    )
 
 
 def _answers_of(turn: _Turn) -> list[str]:

@@ -21,6 +21,7 @@ set only for raw-text pieces (chat rows are tokenised with the chat template at 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ from data_gen.seeding import rng_for
 from data_gen.sources import BadRow, source_files
 from data_gen.text import detect_lang
 from longctx_core.errors import LongctxError
+from longctx_core.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -127,16 +129,12 @@ def iter_unit(unit: dict, src) -> Iterator[tuple[str, bytes, bool]]:
                 n += 1
                 yield f"{name}#{n}", json.dumps(row, ensure_ascii=False, default=str).encode(), False
     elif ".jsonl" in name:
-        import gzip
-
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rb") as fh:
             for n, line in enumerate(fh, start=1):
                 if line.strip():
                     yield f"{name}:{n}", line.rstrip(b"\r\n"), False
     else:  # a JSON document: a list of rows or {"data": [...]}; it cannot be streamed, so one task reads it
-        import gzip
-
         opener = gzip.open if name.endswith(".gz") else open
         try:
             with opener(path, "rb") as fh:
@@ -566,9 +564,10 @@ def check_import_inputs(cfg) -> None:
 
 
 def _mix_into_train(
-    cfg, data_dir: Path, results: list[SourceResult], main: SourceResult
+    cfg, train_dir: Path, results: list[SourceResult], main: SourceResult
 ) -> tuple[RowWriter, dict]:
-    """Stream the per-source shards into data/train by token share; returns the writer and the report."""
+    """Stream the per-source shards into `train_dir` (data/train) by token share; returns the writer and the
+    report."""
     from longctx_core.config.sources import mix_name
 
     others = []
@@ -578,7 +577,7 @@ def _mix_into_train(
         rng = rng_for(cfg.run.seed, "mix", name)
         others.append((name, entry.share, shuffled(iter_shard_rows(res.folder), entry.shuffle_buffer, rng)))
     mixer = Mixer((main.name, iter_shard_rows(main.folder)), others)
-    writer = RowWriter(data_dir / "train", cfg.data.samples_per_shard)
+    writer = RowWriter(train_dir, cfg.data.samples_per_shard)
     for _, row in mixer.rows():
         writer.add(row)
     writer.close()
@@ -591,33 +590,32 @@ def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
     `data_gen.pipeline.synthesize` (its eval split stays in data/eval/). `in_process=True` runs the import
     work in this process instead of on Ray Data (same bytes)."""
     from data_gen.outputs import write_plots
-    from data_gen.pipeline import _ensure_ray, load_tokenizer, synthesize, tokenizer_path
+    from data_gen.pipeline import load_tokenizer, synthesize, tokenizer_path
     from longctx_core.config.sources import mix_name
 
     t0 = time.perf_counter()
     data = cfg.data
-    data_dir = Path(run_root) / "data"
+    out = RunLayout(Path(run_root)).data
     check_import_inputs(cfg)
     tok_path = tokenizer_path(cfg)
     tok = load_tokenizer(tok_path) if in_process else None
-    if not in_process:
-        _ensure_ray()
-    sources_dir = data_dir / "sources"
+    sources_dir = out.sources
     if sources_dir.exists():
         shutil.rmtree(sources_dir)
     results: list[SourceResult] = []
     base_stats: dict = {}
     main_name = data.source.kind
     if data.source.kind in ("chat", "text"):
-        folder = data_dir / ("train" if not data.mix else f"sources/{main_name}")
+        folder = out.train if not data.mix else sources_dir / main_name
         results.append(import_source(data.source, main_name, cfg, tok_path, folder, tok))
-        for stale in ("eval",):  # a previous synthesized run's eval split is not this data's
-            shutil.rmtree(data_dir / stale, ignore_errors=True)
+        shutil.rmtree(
+            out.eval, ignore_errors=True
+        )  # a previous synthesized run's eval split is not this data's
     else:
         synthesize(cfg, run_root, in_process=in_process)
-        base_stats = json.loads((data_dir / "stats.json").read_text())
+        base_stats = json.loads(out.stats.read_text())
         sources_dir.mkdir(parents=True)
-        (data_dir / "train").rename(sources_dir / main_name)
+        out.train.rename(sources_dir / main_name)
         synth = SourceResult(
             main_name, sources_dir / main_name, read=base_stats.get("records", {}).get("read", 0)
         )
@@ -629,7 +627,7 @@ def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
         results.append(import_source(entry.source, name, cfg, tok_path, sources_dir / name, tok))
     mix_report = None
     if data.mix:
-        writer, mix_report = _mix_into_train(cfg, data_dir, results, results[0])
+        writer, mix_report = _mix_into_train(cfg, out.train, results, results[0])
         tokens = writer.tokens
         langs = writer.langs
     else:
@@ -638,9 +636,9 @@ def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
     quarantine = [m for r in results for m in r.quarantine]
     prior = base_stats.get("quarantined", {})
     if base_stats:  # the synthesize stage wrote its own bad rows there already
-        _append_quarantine(data_dir / "quarantine", quarantine)
+        _append_quarantine(out.quarantine, quarantine)
     else:
-        write_quarantine(data_dir / "quarantine", quarantine)
+        write_quarantine(out.quarantine, quarantine)
     wall = time.perf_counter() - t0
     stats = {
         **base_stats,
@@ -668,17 +666,15 @@ def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
         "mix": mix_report,
         "mix_tolerance": "each achieved share is within (longest row) / (total tokens) of its target, unless "
         "the source ran out (exhausted: true)",
-        "files": {"train": [p.name for p in sorted((data_dir / "train").glob("part-*.parquet"))]},
+        "files": {"train": [p.name for p in sorted(out.train.glob("part-*.parquet"))]},
     }
     for i, entry in enumerate(data.mix):
         stats["sources"][mix_name(entry, i)]["kind"] = entry.source.kind
-    write_plots(data_dir / "plots", [{"n_tokens": t, "n_docs": 0, "gold_positions": []} for t in tokens])
-    (data_dir / "stats.json").write_text(
-        json.dumps(stats, indent=2, ensure_ascii=False, default=float) + "\n"
-    )
+    write_plots(out.plots, [{"n_tokens": t, "n_docs": 0, "gold_positions": []} for t in tokens])
+    out.stats.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=float) + "\n")
     _check_bad_fraction(cfg, results)
     return {
-        "data_dir": str(data_dir),
+        "data_dir": str(out.dir),
         "num_samples": stats["num_samples"],
         "samples_per_second": stats["samples_per_second"],
         "quarantined": stats["quarantined"],

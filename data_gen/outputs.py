@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_gen.records import Malformed
+from longctx_core.plotting import pyplot
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +176,7 @@ def sample_stats(rows: list[dict]) -> dict:
 
 def write_plots(folder: Path, rows: list[dict]) -> list[Path]:
     """plots/token_lengths.png and plots/gold_positions.png (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []

@@ -39,7 +39,7 @@ from data_gen.sources import check_source, iter_records
 from data_gen.split import split_of
 from data_gen.validate import validate_row
 from longctx_core.errors import LongctxError
-from longctx_core.runtime import ensure_ray
+from longctx_core.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,11 @@ def tokenizer_path(cfg) -> str:
 
 
 def load_tokenizer(path: str):
-    """`AutoTokenizer.from_pretrained(path)`; a tokenizer that does not load or has no chat template is a
-    `LongctxError` (user-fixable)."""
-    from transformers import AutoTokenizer
+    """The synthesis tokenizer (`modeling.tokenizer_from_path`); a tokenizer that does not load or has no chat
+    template is a `LongctxError` (user-fixable)."""
+    from longctx_core.modeling import tokenizer_from_path
 
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise LongctxError(f"cannot load tokenizer from {path!r}: {str(exc).splitlines()[0]}") from None
+    tok = tokenizer_from_path(path)
     if not getattr(tok, "chat_template", None):
         raise LongctxError(f"tokenizer at {path!r} has no chat template (use a chat/instruct checkpoint)")
     return tok
@@ -384,10 +381,6 @@ def check_synthesis_inputs(cfg) -> None:
         check_import_inputs(cfg)
 
 
-def _ensure_ray() -> None:
-    ensure_ray()  # inside `ray job submit` this joins the cluster; on a laptop a loopback-only local runtime
-
-
 def _compose_all(
     cfg, tasks, tok_path, prep, out: Path, tok=None
 ) -> tuple[dict[str, ShardWriter], list[Malformed]]:
@@ -432,7 +425,7 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
     small jobs and tests that need no actor start-up)."""
     from longctx_core.metrics import Metrics
 
-    data, out = cfg.data, Path(run_root) / "data"
+    data, out = cfg.data, RunLayout(Path(run_root)).data
     t0 = time.perf_counter()
     check_synthesis_inputs(cfg)
     tok_path = tokenizer_path(cfg)
@@ -447,17 +440,15 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
     logger.info(
         "planned %d samples from %d records (%d quarantined)", len(tasks), prep.read, len(prep.quarantine)
     )
-    if not in_process:
-        _ensure_ray()
     t1 = time.perf_counter()
-    writers, failed = _compose_all(cfg, tasks, tok_path, prep, out, tok if in_process else None)
+    writers, failed = _compose_all(cfg, tasks, tok_path, prep, out.dir, tok if in_process else None)
     compose_s = time.perf_counter() - t1
     quarantine = prep.quarantine + failed
-    write_quarantine(out / "quarantine", quarantine)  # first: a failing stage still leaves the evidence
+    write_quarantine(out.quarantine, quarantine)  # first: a failing stage still leaves the evidence
     if not writers["train"].rows:
         raise LongctxError(f"data: no training sample could be composed ({_reasons(failed)})")
     train_rows = writers["train"].rows
-    write_plots(out / "plots", train_rows)
+    write_plots(out.plots, train_rows)
     n_total = sum(len(w.rows) for w in writers.values())
     stats = {
         **sample_stats(train_rows),
@@ -476,17 +467,17 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
         "samples_per_second": n_total / compose_s if compose_s > 0 else None,
         "num_workers": data.num_workers,
         "tokenizer": tok_path,
-        "files": {s: [str(p.relative_to(out)) for p in w.files] for s, w in writers.items()},
+        "files": {s: [str(p.relative_to(out.dir)) for p in w.files] for s, w in writers.items()},
     }
-    metrics = Metrics("synthesize", jsonl_path=out / "metrics.jsonl", tags={"run": cfg.run.name})
+    metrics = Metrics("synthesize", jsonl_path=out.metrics, tags={"run": cfg.run.name})
     metrics.log(
         {k: stats[k] for k in ("num_samples", "samples_per_second", "wall_seconds")}
         | {"quarantined": len(quarantine)}
     )
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=float) + "\n")
-    check_bad_fraction(stats["bad"], out / "quarantine" / "rows.jsonl")
+    out.stats.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=float) + "\n")
+    check_bad_fraction(stats["bad"], out.quarantine / "rows.jsonl")
     return {
-        "data_dir": str(out),
+        "data_dir": str(out.dir),
         **{k: stats[k] for k in ("num_samples", "samples_per_second", "quarantined")},
     }
 

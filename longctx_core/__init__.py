@@ -1,7 +1,13 @@
-"""longctx core library: config schema, RoPE scaling, model loading, packing, training loop, evaluation.
+"""longctx core library, in two parts.
 
-No Ray-job glue lives here; `ray_jobs/` holds the thin entrypoints. The one thing most users import is how to
-use a trained model with the RoPE extension it was trained with:
+- The library: `config` (schema), `rope`, `modeling` (model and tokenizer loading, LoRA, merge), `packing`,
+  `losses`, `train/` (the Ray Train driver and worker phases), `eval/` (tasks, scoring, report), and the small
+  helpers they share (`errors`, `fsio`, `memory`, `metrics`, `plotting`, `resources`, `runtime`).
+- The stage runner that the `ray_jobs/` entrypoints call: `cli` (arguments, config, exit codes), `stages`
+  (stage name -> check and run functions), `pipeline` (chaining stages, skipping finished ones), `runs` (the
+  run folder a stage starts in) and `layout` (`RunLayout`, the run folder's paths).
+
+The one thing most users import is how to use a trained model with the RoPE extension it was trained with:
 
     from longctx_core import load_finetuned, merge_finetuned
     model, tokenizer = load_finetuned("<run>/train/adapter")

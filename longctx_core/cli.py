@@ -13,9 +13,9 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from longctx_core.config import Config, ConfigError, load_config
+from longctx_core.config import ConfigError, load_config
 from longctx_core.errors import LongctxError
 
 logger = logging.getLogger(__name__)
@@ -56,29 +56,32 @@ def fail(stage: str, reason: str, code: int) -> None:
     raise SystemExit(code)
 
 
-def run_stage(
-    stage: str,
-    body: Callable[[Config], object],
-    argv: Sequence[str] | None = None,
-    schema: type[Config] = Config,
-) -> object:
-    """Parse + validate the config against `schema` (before anything touches Ray), then run `body(cfg)` with
-    clean exits. `schema` is a subclass of the product Config for a job with its own section (the repro)."""
+def run_stage(name: str, argv: Sequence[str] | None = None) -> object:
+    """The stage runner behind every `python -m ray_jobs.<name>`: parse and validate the config against the
+    stage's schema, run the stage's checks, and only then start or join Ray (`ensure_ray`, the one place a
+    stage process initialises Ray) and run the stage (`longctx_core.stages`). Exits 2 with one line on a bad
+    config or input, 1 on anything unexpected."""
+    from longctx_core.runtime import ensure_ray
+    from longctx_core.stages import get
+
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    config_path, overrides = parse_args(stage, argv)
+    stage = get(name)
+    config_path, overrides = parse_args(name, argv)
     try:
-        cfg = load_config(config_path, overrides, schema=schema)
+        cfg = load_config(config_path, overrides, schema=stage.config_class())
     except ConfigError as exc:
-        fail(stage, f"invalid config: {exc}", 2)
+        fail(name, f"invalid config: {exc}", 2)
     setup_logging(cfg.run.log_level)
     try:
-        return body(cfg)
+        checked = stage.function("check")(cfg)  # no Ray yet: a bad input costs seconds and no resources
+        ensure_ray()  # inside `ray job submit` this joins the cluster; locally a loopback-only runtime
+        return stage.function("run")(cfg, checked)
     except (ConfigError, LongctxError) as exc:
-        fail(stage, str(exc), 2)
+        fail(name, str(exc), 2)
     except KeyboardInterrupt:
-        fail(stage, "interrupted", 130)
+        fail(name, "interrupted", 130)
     except Exception as exc:  # unexpected: keep the traceback for the user, end with the one-line reason
         traceback.print_exc()
-        fail(stage, f"{type(exc).__name__}: {exc}".splitlines()[0], 1)
+        fail(name, f"{type(exc).__name__}: {exc}".splitlines()[0], 1)
     return None

@@ -16,6 +16,9 @@ Choices made here, with their reasons:
 from __future__ import annotations
 
 import logging
+import os
+import time
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +84,6 @@ STALE_BUILD_LOCK_S = 900.0
 def clear_stale_build_locks(root: str | None = None, max_age_s: float = STALE_BUILD_LOCK_S) -> list[str]:
     """Remove `<root>/<python-tag>/<extension>/lock` files older than `max_age_s`; returns what it removed.
     `root` defaults to $TORCH_EXTENSIONS_DIR or torch's default build root."""
-    import os
-    import time
-    from pathlib import Path
-
     if root is None:
         from torch.utils.cpp_extension import get_default_build_root
 

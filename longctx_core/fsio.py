@@ -192,7 +192,7 @@ def staged_dir(dest: str | Path, keep_existing: bool = False) -> Iterator[Path]:
     """Yield an empty temp folder beside `dest` to write into; on a normal exit it replaces `dest`
     (`replace_dir`), on an exception it is deleted and `dest` is left as it was.
 
-        with staged_dir(run / "train" / "adapter") as tmp:
+        with staged_dir(layout.train.adapter) as tmp:
             model.save_pretrained(tmp)
     """
     dest = Path(dest)

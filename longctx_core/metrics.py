@@ -1,6 +1,6 @@
 """One metrics interface with sinks: log lines, a JSONL file in the run folder, Ray dashboard gauges.
 
-    metrics = Metrics(stage="train", jsonl_path=run/"train"/"metrics.jsonl", tags={"run": cfg.run.name})
+    metrics = Metrics(stage="train", jsonl_path=layout.train.metrics, tags={"run": cfg.run.name})
     metrics.log({"loss": 2.3, "tokens_per_s": 812.0}, step=10)
 
     metrics = Metrics(stage="evaluate", tags={"run": cfg.run.name})

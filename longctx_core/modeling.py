@@ -4,9 +4,9 @@ adapters, and the merge into a standalone folder.
     hf_config = check_model_config(cfg.model)       # cheap (config only): call before ray.init()
     model = load_model(cfg.model)                    # 4-bit NF4 when model.quantization.load_in_4bit
     peft_model = add_lora(model, cfg.model)          # frozen base + LoRA (+ extra trainable modules)
-    save_adapter(peft_model, run / "train/adapter", tokenizer)
-    model = load_model_with_adapter(cfg.model, run / "train/adapter")
-    merge_adapter(cfg.model, run / "train/adapter", run / "merged")   # plain HF folder (vLLM can serve it)
+    save_adapter(peft_model, layout.train.adapter, tokenizer)          # layout = RunLayout.of(cfg)
+    model = load_model_with_adapter(cfg.model, layout.train.adapter)
+    merge_adapter(cfg.model, layout.train.adapter, out)               # plain HF folder (vLLM can serve it)
 
 A hub name and a local folder go through the same `from_pretrained` calls; `model.name_or_path: tiny` is the
 locally built tiny Qwen2 checkpoint. No remote code unless `model.trust_remote_code`.
@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from longctx_core.config import TINY, ModelConfig
-from longctx_core.errors import LongctxError
+from longctx_core.errors import LongctxError, error_line
 from longctx_core.fsio import staged_dir
 from longctx_core.rope import apply_rope_extension, current_rope, max_context, warn_if_dynamic
 
@@ -51,23 +51,26 @@ def _hub_kwargs(model_cfg: ModelConfig) -> dict:
     return {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
 
 
-def load_tokenizer(model_cfg: ModelConfig):
-    """The tokenizer of `model.tokenizer` (default: the model's own), with a pad token (eos when it has none)."""
+def tokenizer_from_path(path: str, key: str | None = None, **hub_kwargs):
+    """`AutoTokenizer.from_pretrained(path, **hub_kwargs)`; one that does not load is a LongctxError naming
+    the config `key` to fix (when given)."""
     from transformers import AutoTokenizer
 
-    source = model_cfg.tokenizer or resolve_model_path(model_cfg)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(model_cfg))
+        return AutoTokenizer.from_pretrained(path, **hub_kwargs)
     except (OSError, ValueError) as exc:
-        key = "model.tokenizer" if model_cfg.tokenizer else "model.name_or_path"
-        raise LongctxError(f"{key}: cannot load a tokenizer from '{source}': {_first_line(exc)}") from None
+        where = f"{key}: " if key else ""
+        raise LongctxError(f"{where}cannot load a tokenizer from '{path}': {error_line(exc)}") from None
+
+
+def load_tokenizer(model_cfg: ModelConfig):
+    """The tokenizer of `model.tokenizer` (default: the model's own), with a pad token (eos when it has none)."""
+    key = "model.tokenizer" if model_cfg.tokenizer else "model.name_or_path"
+    source = model_cfg.tokenizer or resolve_model_path(model_cfg)
+    tokenizer = tokenizer_from_path(source, key, **_hub_kwargs(model_cfg))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def check_model_config(model_cfg: ModelConfig):
@@ -83,7 +86,7 @@ def check_model_config(model_cfg: ModelConfig):
         hf_config = AutoConfig.from_pretrained(path, **_hub_kwargs(model_cfg))
     except (OSError, ValueError) as exc:
         raise LongctxError(
-            f"model.name_or_path: cannot read a model config from '{path}': {_first_line(exc)}"
+            f"model.name_or_path: cannot read a model config from '{path}': {error_line(exc)}"
         ) from None
     if getattr(hf_config, "model_type", None) not in QWEN_TYPES:
         logger.warning(
@@ -158,7 +161,7 @@ def _from_pretrained(model_cfg: ModelConfig, hf_config, quantize: bool, device_m
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise LongctxError(
-            f"model.name_or_path: cannot load weights from '{path}': {_first_line(exc)}"
+            f"model.name_or_path: cannot load weights from '{path}': {error_line(exc)}"
         ) from None
     if quantize:
         n = _keep_4bit_layout(model)

@@ -1,8 +1,9 @@
 """Size Ray resource requests from what the cluster has, never a hard-coded 1 CPU each.
 
 On a 2-CPU laptop, two trainer workers or two Ray Data actors at the default 1 CPU each leave nothing for
-the read/write tasks that feed them, and the job hangs (measured: ../shared/STACK-NOTES.md). So every
-actor pool and trainer asks for a share of the cluster's CPUs, capped at `cap` per actor.
+the read/write tasks that feed them, and the job hangs forever (measured with Ray 2.60 on 2 CPUs: at 0.5 CPU
+each, both run). So every actor pool and trainer asks for a share of the cluster's CPUs, capped at `cap` per
+actor.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Two training stages in one run folder: continued pre-training on raw text, then SFT from its adapter.
 
-    cfg, done = run_pretrain(cfg)      # ray_jobs.pipeline calls this first when `pretrain.enabled`
+    cfg, done = run_pretrain(cfg)      # the pipeline stage calls this first when `pretrain.enabled`
 
 Stage 1 is an ordinary run nested in the main run folder, so it keeps the usual layout and resumes like any
 run: `<run>/pretrain/{config.yaml, data/ (text pieces, stats.json, quarantine/), train/ (metrics.jsonl,
@@ -13,16 +13,14 @@ though their config did not.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import time
 from pathlib import Path
 
 from longctx_core.config import Config, config_from_dict, run_dir
+from longctx_core.layout import PRETRAIN_DIR, RunLayout
 
 logger = logging.getLogger(__name__)
 
-PRETRAIN_DIR = "pretrain"
 PRETRAIN_STAGES = ("synthesize", "train")
 
 
@@ -58,29 +56,15 @@ def sft_config(cfg: Config, adapter: Path, redo: bool) -> Config:
 
 
 def run_pretrain(cfg: Config) -> tuple[Config, dict[str, str]]:
-    """Run stage 1 when `pretrain.enabled` (skipping its stages whose outputs exist for its config); returns
-    stage 2's config and what stage 1 did ({"pretrain <stage>": "done in ..." | "skipped ..."})."""
-    from data_gen.pipeline import check_synthesis_inputs
-    from longctx_core.pipeline import mark_stage_done, stage_is_done
+    """Run stage 1 when `pretrain.enabled` (its stages whose outputs exist for its config are skipped;
+    `longctx_core.pipeline.check` checked its source before Ray); returns stage 2's config and what stage 1
+    did ({"pretrain <stage>": "done in ..." | "skipped ..."})."""
+    from longctx_core.pipeline import run_stages
     from longctx_core.runs import prepare_run_dir
 
     if not cfg.pretrain.enabled:
         return cfg, {}
     pcfg = pretrain_config(cfg)
-    check_synthesis_inputs(pcfg)  # before Ray: an unreadable text source fails in seconds
     root = prepare_run_dir(pcfg, "pipeline")
-    done: dict[str, str] = {}
-    ran = False
-    for stage in PRETRAIN_STAGES:
-        key = f"pretrain {stage}"
-        if not pcfg.run.force and stage_is_done(pcfg, root, stage):
-            logger.info("=== %s: outputs exist for this config, skipped ===", key)
-            done[key] = "skipped (outputs exist)"
-            continue
-        logger.info("=== %s ===", key)
-        t0 = time.perf_counter()
-        summary = importlib.import_module(f"ray_jobs.{stage}").run(pcfg)
-        mark_stage_done(pcfg, root, stage, summary)
-        done[key] = f"done in {time.perf_counter() - t0:.0f} s"
-        ran = True
-    return sft_config(cfg, root / "train" / "adapter", redo=ran), done
+    done, ran = run_stages(pcfg, root, PRETRAIN_STAGES, label="pretrain ")
+    return sft_config(cfg, RunLayout(root).train.adapter, redo=ran), done

@@ -3,31 +3,19 @@ and (opt-in) LongBench / Lost-in-the-Middle, written to <run>/eval/.
 
 python -m ray_jobs.evaluate --config ray_jobs/configs/demo_cpu.yaml eval.qa.num_questions=4
 ray job submit --working-dir . -- python -m ray_jobs.evaluate --config <preset.yaml>
+The stage itself is `longctx_core.eval.runner`; `longctx_core.cli.run_stage` checks the config, then starts Ray.
 """
 
-from __future__ import annotations
-
-import logging
-
 from longctx_core.cli import run_stage
-from longctx_core.config import Config
-
-logger = logging.getLogger(__name__)
+from longctx_core.stages import call
 
 
-def run(cfg: Config) -> dict:
-    from longctx_core.eval.runner import evaluate
-
-    summary = evaluate(cfg)
-    print(f"evaluation: {summary['eval_dir']}")
-    for task, numbers in summary["by_model"].items():
-        headline = next(iter(numbers.values()))
-        print(f"  {task}: " + ", ".join(f"{model}={value:.3f}" for model, value in headline.items()))
-    return summary
+def run(cfg) -> dict:
+    return call("evaluate", cfg)
 
 
-def main(argv=None) -> None:
-    run_stage("evaluate", run, argv)
+def main(argv=None):
+    return run_stage("evaluate", argv)
 
 
 if __name__ == "__main__":

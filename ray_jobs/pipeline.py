@@ -6,56 +6,19 @@
 
 Stages whose outputs exist (made with the same config) are skipped, so a resubmitted pipeline continues
 where it stopped; `run.force=true` redoes them.
+The stage itself is `longctx_core.pipeline`; `longctx_core.cli.run_stage` checks the config, then starts Ray.
 """
 
-from __future__ import annotations
-
-import importlib
-import logging
-import time
-
 from longctx_core.cli import run_stage
-from longctx_core.config import Config
-from longctx_core.pipeline import (
-    STAGES,
-    headline,
-    mark_stage_done,
-    preflight,
-    stage_is_done,
-    write_top_report,
-)
-from longctx_core.runs import prepare_run_dir
-from longctx_core.two_stage import run_pretrain
-
-logger = logging.getLogger(__name__)
+from longctx_core.stages import call
 
 
-def run(cfg: Config) -> dict:
-    preflight(cfg)  # before Ray: a bad checkpoint/source fails in seconds
-    root = prepare_run_dir(cfg, "pipeline")
-    # pretrain.enabled: continued pre-training in <run>/pretrain/ first, then SFT from its adapter.
-    cfg, done = run_pretrain(cfg)
-    for stage in STAGES:
-        if not cfg.run.force and stage_is_done(cfg, root, stage):
-            logger.info(
-                "=== %s: outputs exist for this config, skipped (run.force=true redoes it) ===", stage
-            )
-            done[stage] = "skipped (outputs exist)"
-            continue
-        logger.info("=== %s ===", stage)
-        t0 = time.perf_counter()
-        summary = importlib.import_module(f"ray_jobs.{stage}").run(cfg)
-        mark_stage_done(cfg, root, stage, summary)
-        done[stage] = f"done in {time.perf_counter() - t0:.0f} s"
-    report = write_top_report(cfg, root, done)
-    print(f"\nrun folder: {root}\nreport:     {report}")
-    for line in headline(root):
-        print(f"  {line}")
-    return {"run_dir": str(root), "report": str(report), "stages": done}
+def run(cfg) -> dict:
+    return call("pipeline", cfg)
 
 
-def main(argv=None) -> None:
-    run_stage("pipeline", run, argv)
+def main(argv=None):
+    return run_stage("pipeline", argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The QLoRA arms: per-arm configs for the project's own stages (`ray_jobs.<stage>.run`), the check that
+"""The QLoRA arms: per-arm configs for the product's own stages (`longctx_core.stages`), the check that
 the evaluation questions stayed held out, and the runs of one seed.
 
 Arms of one seed share `run.seed`, records, targets and steps (`data_gen` draws the answer style from its own
@@ -9,16 +9,13 @@ random stream, so the plain twin has the same contexts and questions). The base 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from longctx_core.config import Config, config_from_dict, run_dir
+from longctx_core.layout import RunLayout
 from repro.config import ReproConfig
 
 logger = logging.getLogger(__name__)
-
-Stage = Callable[[Config], dict]
 
 
 def stage_config(cfg: ReproConfig, edits: dict[str, object]) -> Config:
@@ -88,38 +85,33 @@ def check_held_out(cfg: ReproConfig, seed: int, arm_roots: list[Path]) -> int:
         found = training_questions(root)
         if found is None:
             raise LongctxError(f"repro: {root}/data/train holds no training data to check")
-        check_no_leak(records, found, str(root / "data" / "train"))
+        check_no_leak(records, found, str(RunLayout(root).data.train))
     return len(records)
 
 
-def _run_once(stage: str, fn: Stage, cfg: Config) -> dict:
-    """Run `stage` of `cfg`'s run folder unless it already finished with the same config (resume)."""
-    from longctx_core.pipeline import mark_stage_done, stage_is_done, stage_summary
+def _run_once(stage: str, cfg: Config) -> dict:
+    """Run the product's `stage` in `cfg`'s run folder unless it already finished with the same config
+    (resume); returns the stage's summary."""
+    from longctx_core.pipeline import run_stages, stage_summary
 
     root = run_dir(cfg)
-    if not cfg.run.force and root.is_dir() and stage_is_done(cfg, root, stage):
-        logger.info("repro: %s of %s is done already, reusing it", stage, cfg.run.name)
-        return stage_summary(root, stage)
-    started = time.monotonic()
-    logger.info("repro: === %s %s ===", stage, cfg.run.name)
-    summary = fn(cfg) or {}
-    mark_stage_done(cfg, root, stage, summary)
-    logger.info("repro: %s %s took %.1f min", stage, cfg.run.name, (time.monotonic() - started) / 60)
-    return summary
+    done, _ = run_stages(cfg, root, [stage], label=f"repro {cfg.run.name} ")
+    logger.info("repro: %s", done)
+    return stage_summary(root, stage)
 
 
-def run_seed(cfg: ReproConfig, base_dir: Path, seed: int, stages: dict[str, Stage]) -> Path:
+def run_seed(cfg: ReproConfig, base_dir: Path, seed: int) -> Path:
     """Synthesize + train every arm of `seed`, check the held-out questions, evaluate base + arms together;
     returns the seed's evaluation folder."""
     adapters, roots = {}, []
     for arm in cfg.repro.arms:
         acfg = arm_config(cfg, base_dir, arm, seed)
-        _run_once("synthesize", stages["synthesize"], acfg)
-        _run_once("train", stages["train"], acfg)
+        _run_once("synthesize", acfg)
+        _run_once("train", acfg)
         roots.append(run_dir(acfg))
-        adapters[arm] = run_dir(acfg) / "train" / "adapter"
+        adapters[arm] = RunLayout.of(acfg).train.adapter
     n = check_held_out(cfg, seed, roots)
     logger.info("repro: %d evaluation questions of seed %d are absent from every training stage", n, seed)
     ecfg = eval_config(cfg, base_dir, seed, adapters)
-    _run_once("evaluate", stages["evaluate"], ecfg)
-    return run_dir(ecfg) / "eval"
+    _run_once("evaluate", ecfg)
+    return RunLayout.of(ecfg).eval.dir

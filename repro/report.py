@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 
 from longctx_core.config import run_dir
+from longctx_core.eval.markdown import markdown_table
+from longctx_core.plotting import pyplot
 from repro.analysis import MIDDLE, analyse, load_rows, position_columns
 from repro.config import ReproConfig
 
@@ -23,12 +25,6 @@ def _ci(cell: dict | None, signed: bool = False) -> str:
     return f"{100 * cell['mean']:{sign}.1f} [{100 * cell['lo']:{sign}.1f}, {100 * cell['hi']:{sign}.1f}]"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """The lines of a Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def _groups(positions: list[float]) -> list[str]:
     """The report's column names: each position, then "middle" and "all"."""
     return [*position_columns(positions)]
@@ -37,11 +33,7 @@ def _groups(positions: list[float]) -> list[str]:
 def plot_positions(analysis: dict, out: Path) -> Path:
     """accuracy_by_position.png: exact match vs gold position at the extended length, one line per model
     with its 95% interval, and the base at L0 dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     pos = analysis["positions"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for length in analysis["lengths"]:
@@ -92,17 +84,21 @@ def render_report(
     for length in analysis["lengths"]:
         table = analysis["accuracy"][str(length)]
         lines += ["", f"## Accuracy by gold position, {length}-token prompts", ""]
-        lines += _table(["model", *groups], [[m, *(_ci(t.get(g)) for g in groups)] for m, t in table.items()])
+        lines += markdown_table(
+            ["model", *groups], [[m, *(_ci(t.get(g)) for g in groups)] for m, t in table.items()]
+        )
     lines += ["", f"## Differences at {analysis['long_length']} tokens (paired, percentage points)", ""]
     diffs = analysis["differences"]
-    lines += _table(
+    lines += markdown_table(
         ["comparison", *groups], [[k, *(_ci(d.get(g), True) for g in groups)] for k, d in diffs.items()]
     )
     lines += ["", "Reading: " + verdict(diffs)]
     q = analysis["quotes"]
     lines += ["", f"## Quotes and passkey at {analysis['long_length']} tokens", ""]
     header = ["model", "replies with a quote", "quotes verbatim in the gold document", "near-miss quotes"]
-    lines += _table(header, [[m, *(f"{100 * q[k].get(m, 0):.1f}%" for k in q)] for m in analysis["models"]])
+    lines += markdown_table(
+        header, [[m, *(f"{100 * q[k].get(m, 0):.1f}%" for k in q)] for m in analysis["models"]]
+    )
     for length, by_model in analysis["passkey"].items():
         lines += [
             "",
@@ -125,7 +121,7 @@ def diagnosis_lines(d: dict) -> list[str]:
         "",
     ]
     rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]
-    return lines + _table(["question type", "exact match", "n"], rows)
+    return lines + markdown_table(["question type", "exact match", "n"], rows)
 
 
 def verdict(diffs: dict) -> str:

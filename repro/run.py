@@ -1,7 +1,9 @@
 """The whole reproduction: the cached toy base, the QLoRA arms of every seed through the project's own
 stages, and the report.
 
-    summary = run_repro(cfg, {"synthesize": synthesize.run, "train": train.run, "evaluate": evaluate.run})
+    summary = run_repro(cfg)      # the product's stages run through longctx_core.stages, on a connected Ray
+
+`check` and `run` are the repro stage of `longctx_core.stages` (`python -m ray_jobs.repro`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from repro.arms import Stage, run_seed
+from repro.arms import run_seed
 from repro.config import ReproConfig, check_repro_config
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ def check_base_quality(cfg: ReproConfig, base: dict) -> None:
         )
 
 
-def run_repro(cfg: ReproConfig, stages: dict[str, Stage]) -> dict:
+def run_repro(cfg: ReproConfig) -> dict:
     """The whole reproduction (or only the toy base with `repro.only_base`); returns the summary."""
     from longctx_core.runs import prepare_run_dir
     from repro.base.cache import base_diagnosis, ensure_toy_base
@@ -47,7 +49,25 @@ def run_repro(cfg: ReproConfig, stages: dict[str, Stage]) -> dict:
     if cfg.repro.only_base:
         return summary
     check_base_quality(cfg, info["summary"])
-    eval_dirs = {seed: run_seed(cfg, base_dir, seed, stages) for seed in cfg.repro.seeds}
+    eval_dirs = {seed: run_seed(cfg, base_dir, seed) for seed in cfg.repro.seeds}
     report = write_report(cfg, eval_dirs, info)
     summary |= {"report": str(report), "minutes": round((time.monotonic() - started) / 60, 2)}
+    return summary
+
+
+def check(cfg: ReproConfig) -> None:
+    """Before the (long) base build and before any Ray resource."""
+    check_repro_config(cfg)
+
+
+def run(cfg: ReproConfig, checked=None) -> dict:
+    """The repro stage: `run_repro`, then where the base and the report are."""
+    summary = run_repro(cfg)
+    base = summary["base"]
+    print(
+        f"toy base: {summary['base_dir']} ({base['steps']} steps, {base['minutes']:.1f} min, "
+        f"validation exact match {base['validation_accuracy']:.3f})"
+    )
+    if "report" in summary:
+        print(f"report: {summary['report']}")
     return summary

@@ -30,8 +30,9 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray runtime with 2 CPUs (resources in tests are sized fractionally, see STACK-NOTES),
-    bound to 127.0.0.1 like every stage's local runtime (`longctx_core.runtime.ensure_ray`)."""
+    """A real local Ray runtime with 2 CPUs (resources in tests are sized fractionally: two actors or trainer
+    workers at 1 CPU each leave none for Ray Data's tasks, and the run hangs), bound to 127.0.0.1 like every
+    stage's local runtime (`longctx_core.runtime.ensure_ray`)."""
     import ray
 
     from longctx_core.runtime import ensure_ray

@@ -45,10 +45,10 @@ from headctl import read_state  # noqa: E402
 from longctx_core.cli import fail  # noqa: E402
 from longctx_core.cluster_checks import ClusterSpec, check_cluster  # noqa: E402
 from longctx_core.config import ConfigError, load_config  # noqa: E402
+from longctx_core.stages import STAGES  # noqa: E402
 
 logger = logging.getLogger("longctx.submit")
 
-STAGES = ("synthesize", "train", "evaluate", "pipeline")
 RUNTIME_ENV = REPO / "cluster" / "runtime_env.yaml"
 # Forwarded only when set. HF_HUB_OFFLINE is deliberately absent: `make` exports it for the offline demo,
 # and a cloud job must still be able to download its checkpoint.
@@ -121,11 +121,10 @@ def build_submission(
     With `cluster` (the node types of a launcher YAML, or of make cluster-sim) the config is also checked
     against it: every resource request fits a node type, and on several nodes the run folder is on a
     shared mount (longctx_core/cluster_checks.py)."""
-    if stage not in STAGES or not (REPO / "ray_jobs" / f"{stage}.py").is_file():
-        built = [s for s in STAGES if (REPO / "ray_jobs" / f"{s}.py").is_file()]
-        raise ConfigError(f"stage '{stage}' is not one of the built stages: {', '.join(built)}")
+    if stage not in STAGES:
+        raise ConfigError(f"stage '{stage}' is not one of the built stages: {', '.join(STAGES)}")
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, schema=STAGES[stage].config_class())
     except ConfigError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
     overrides = list(overrides)

@@ -24,6 +24,7 @@ from data_gen.records import QARecord
 from data_gen.seeding import derive_seed
 from longctx_core.errors import LongctxError
 from longctx_core.eval.prompts import Prompt, chat_ids
+from longctx_core.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def training_questions(run_root: Path) -> set[str] | None:
     """Normalised questions of every training sample in `<run>/data/train/*.parquet`; None if none exist."""
     import pyarrow.parquet as pq
 
-    files = sorted((run_root / "data" / "train").glob("*.parquet"))
+    files = sorted(RunLayout(run_root).data.train.glob("*.parquet"))
     if not files:
         return None
     questions: set[str] = set()
@@ -142,9 +143,15 @@ def _compose_grid(tokenizer, pool, rec, lengths, positions, seed: int) -> list:
         sample_seed = derive_seed(seed, "eval-qa", rec.id, length)
         for pos in positions:
             sample = compose_sample(
-                [rec], pool, tokenizer, target_tokens=length, answer_style="paraphrase",
-                gold_position=pos, seed=sample_seed, sample_id=f"qa-{rec.id}-L{length}-p{pos:g}",
-            )  # fmt: skip
+                [rec],
+                pool,
+                tokenizer,
+                target_tokens=length,
+                answer_style="paraphrase",
+                gold_position=pos,
+                seed=sample_seed,
+                sample_id=f"qa-{rec.id}-L{length}-p{pos:g}",
+            )
             samples.append((length, pos, sample))
     return samples
 

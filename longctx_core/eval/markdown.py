@@ -6,13 +6,14 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """The lines of a Markdown table; float cells to 3 decimals, anything else as `str`."""
+
     def fmt(v) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
 
 
 def _pivot(cells: list[dict], row_keys: tuple[str, ...], col: str, value: str, count: str | None = "n"):
@@ -39,7 +40,7 @@ def _order(key: tuple) -> tuple:
 def _qa_section(task: dict, title: str, col: str, row_key: str) -> list[str]:
     cols, rows = _pivot(task["cells"], ("model", row_key), col, "accuracy")
     out = [f"## {title}", "", f"Metric: {task['metric']}. Cells: accuracy (count).", ""]
-    out += [_table(["model", row_key, *[f"{col}={_label(c)}" for c in cols]], rows), ""]
+    out += [*markdown_table(["model", row_key, *[f"{col}={_label(c)}" for c in cols]], rows), ""]
     if "faithful_any" in task["by_model"]:
         out += ["Quote faithfulness (share of replies; a quote counts when it is a verbatim substring):", ""]
         by = task["by_model"]
@@ -48,7 +49,9 @@ def _qa_section(task: dict, title: str, col: str, row_key: str) -> list[str]:
             for m in sorted(by["accuracy"])
         ]
         out += [
-            _table(["model", "accuracy", "quotes", "verbatim in a document", "verbatim in the gold"], rows),
+            *markdown_table(
+                ["model", "accuracy", "quotes", "verbatim in a document", "verbatim in the gold"], rows
+            ),
             "",
         ]
     return out
@@ -58,8 +61,8 @@ def render_report(metrics: dict, plots: dict[str, Path]) -> str:
     """The whole report as Markdown; `plots` are paths relative to the report's folder."""
     tasks = metrics["tasks"]
     out = ["# Evaluation report", ""]
-    out += [_table(["model", "kind", "context", "path"],
-                   [[m["name"], m["kind"], m["limit"], m["path"] or "(base)"] for m in metrics["models"]]), ""]  # fmt: skip
+    models = [[m["name"], m["kind"], m["limit"], m["path"] or "(base)"] for m in metrics["models"]]
+    out += [*markdown_table(["model", "kind", "context", "path"], models), ""]
     if "qa" in tasks:
         out += _qa_section(tasks["qa"], "Multi-document QA by gold position", "position", "length")
         out += [f"![accuracy by position]({plots['qa_position']})", ""] if "qa_position" in plots else []
@@ -71,7 +74,7 @@ def render_report(metrics: dict, plots: dict[str, Path]) -> str:
         out += [
             "First-line EM (the paper's protocol):",
             "",
-            _table(["model", "num_docs", *map(str, cols)], rows),
+            *markdown_table(["model", "num_docs", *map(str, cols)], rows),
             "",
         ]
         out += [f"![LitM accuracy]({plots['litm_position']})", ""] if "litm_position" in plots else []
@@ -83,7 +86,7 @@ def render_report(metrics: dict, plots: dict[str, Path]) -> str:
             "Cells: accuracy (count); rows: key depth, columns: prompt tokens.",
             "",
         ]
-        out += [_table(["model", "depth", *map(str, cols)], rows), ""]
+        out += [*markdown_table(["model", "depth", *map(str, cols)], rows), ""]
         out += [f"![passkey heatmap]({plots['passkey_heatmap']})", ""] if "passkey_heatmap" in plots else []
     if "perplexity" in tasks:
         cols, rows = _pivot(tasks["perplexity"]["cells"], ("model", "length"), "bucket", "ppl", None)
@@ -94,7 +97,7 @@ def render_report(metrics: dict, plots: dict[str, Path]) -> str:
             f"Column k: targets at positions [k*L/{b}, (k+1)*L/{b}).",
             "",
         ]
-        out += [_table(["model", "length", *map(str, cols)], rows), ""]
+        out += [*markdown_table(["model", "length", *map(str, cols)], rows), ""]
         out += (
             [f"![perplexity]({plots['perplexity_position']})", ""] if "perplexity_position" in plots else []
         )
@@ -111,5 +114,5 @@ def render_report(metrics: dict, plots: dict[str, Path]) -> str:
                 "Chinese metrics tokenised per character (`jieba` not installed): not comparable to published zh scores.",
                 "",
             ]
-        out += [_table(["subset", "metric", *cols], rows), ""]
+        out += [*markdown_table(["subset", "metric", *cols], rows), ""]
     return "\n".join(out)

@@ -16,7 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from longctx_core.config import Config, ModelConfig
-from longctx_core.errors import LongctxError
+from longctx_core.errors import LongctxError, error_line
+from longctx_core.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ def _has_weights(folder: Path) -> bool:
     return any(next(folder.glob(pattern), None) is not None for pattern in _WEIGHTS)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _adapter_limit(model_cfg: ModelConfig, adapter_dir: Path, base_limit: int, key: str) -> int:
     """Check a PEFT adapter folder; returns the context it was trained for (its recorded base config when
     `model.rope` leaves RoPE alone, as `load_model_with_adapter` does), else the base's scaled limit."""
@@ -52,7 +49,7 @@ def _adapter_limit(model_cfg: ModelConfig, adapter_dir: Path, base_limit: int, k
     try:
         PeftConfig.from_pretrained(str(adapter_dir))
     except (OSError, ValueError, TypeError) as exc:
-        raise LongctxError(f"{key}: cannot read the adapter in {adapter_dir}: {_first_line(exc)}") from None
+        raise LongctxError(f"{key}: cannot read the adapter in {adapter_dir}: {error_line(exc)}") from None
     if not _has_weights(adapter_dir):
         raise LongctxError(f"{key}: {adapter_dir} has no adapter weights (adapter_model.safetensors)")
     from longctx_core.modeling import BASE_CONFIG_NAME
@@ -77,7 +74,7 @@ def _merged_limit(folder: Path, key: str) -> int:
     try:
         hf_config = AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError) as exc:
-        raise LongctxError(f"{key}: cannot read a model config from {folder}: {_first_line(exc)}") from None
+        raise LongctxError(f"{key}: cannot read a model config from {folder}: {error_line(exc)}") from None
     if not _has_weights(folder):
         raise LongctxError(f"{key}: {folder} has a config but no weights (*.safetensors / *.bin)")
     return max_context(hf_config)
@@ -96,7 +93,7 @@ def resolve_models(cfg: Config, run_root: Path) -> list[ModelSpec]:
         if entry.kind == "base":
             specs.append(ModelSpec(entry.name, "base", None, base_limit))
         elif entry.kind == "adapter":
-            folder = Path(entry.path).expanduser() if entry.path else run_root / "train" / "adapter"
+            folder = Path(entry.path).expanduser() if entry.path else RunLayout(run_root).train.adapter
             limit = _adapter_limit(cfg.model, folder.resolve(), base_limit, key)
             specs.append(ModelSpec(entry.name, "adapter", str(folder.resolve()), limit))
         else:

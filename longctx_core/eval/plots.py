@@ -14,16 +14,9 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+from longctx_core.plotting import pyplot
+
 logger = logging.getLogger(__name__)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def line_series(cells: list[dict], x: str, group: tuple[str, ...], y: str) -> dict[str, tuple[list, list]]:
@@ -49,7 +42,7 @@ def heatmap_series(cells: list[dict]) -> dict[str, tuple[list, list, list[list[f
 
 
 def _line_plot(series, path: Path, xlabel: str, ylabel: str, title: str, logy: bool = False) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=label)
@@ -67,7 +60,7 @@ def _line_plot(series, path: Path, xlabel: str, ylabel: str, title: str, logy: b
 
 
 def _heatmap(series, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.8), squeeze=False)
     for ax, (model, (depths, lengths, grid)) in zip(axes[0], series.items(), strict=True):
         im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto", origin="upper")
@@ -92,15 +85,19 @@ def make_plots(metrics: dict, folder: Path) -> dict[str, Path]:
     if "qa" in tasks:
         made["qa_position"] = _line_plot(
             line_series(tasks["qa"]["cells"], "position", ("model", "length"), "accuracy"),
-            folder / "qa_position.png", "gold document position (0 = first, 1 = last)", "accuracy (sub-span EM)",
+            folder / "qa_position.png",
+            "gold document position (0 = first, 1 = last)",
+            "accuracy (sub-span EM)",
             "Multi-document QA: accuracy by gold position",
-        )  # fmt: skip
+        )
     if "litm" in tasks:
         made["litm_position"] = _line_plot(
             line_series(tasks["litm"]["cells"], "gold_index", ("model", "num_docs"), "accuracy"),
-            folder / "litm_position.png", "gold document index (0-based)", "accuracy (sub-span EM)",
+            folder / "litm_position.png",
+            "gold document index (0-based)",
+            "accuracy (sub-span EM)",
             "Lost in the Middle (NQ): accuracy by gold position",
-        )  # fmt: skip
+        )
     if "passkey" in tasks:
         made["passkey_heatmap"] = _heatmap(
             heatmap_series(tasks["passkey"]["cells"]), folder / "passkey_heatmap.png"
@@ -108,9 +105,12 @@ def make_plots(metrics: dict, folder: Path) -> dict[str, Path]:
     if "perplexity" in tasks:
         made["perplexity_position"] = _line_plot(
             perplexity_series(tasks["perplexity"]["cells"]),
-            folder / "perplexity_position.png", "token position (bucket start)", "perplexity",
-            "Perplexity by position", logy=True,
-        )  # fmt: skip
+            folder / "perplexity_position.png",
+            "token position (bucket start)",
+            "perplexity",
+            "Perplexity by position",
+            logy=True,
+        )
     logger.info("plots: %s", ", ".join(str(p) for p in made.values()))
     return made
 

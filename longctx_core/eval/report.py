@@ -212,5 +212,9 @@ def write_outputs(out_dir: Path, records: list[dict], metrics: dict) -> dict[str
 
         report = report.rstrip("\n") + "\n\n" + "\n".join(usage_markdown(adapters[0])) + "\n"
     (out_dir / "report.md").write_text(report)
-    return {"predictions": out_dir / "predictions.jsonl", "metrics": out_dir / "metrics.json",
-            "report": out_dir / "report.md", **made}  # fmt: skip
+    return {
+        "predictions": out_dir / "predictions.jsonl",
+        "metrics": out_dir / "metrics.json",
+        "report": out_dir / "report.md",
+        **made,
+    }

@@ -1,6 +1,7 @@
 """The evaluate stage: check the models, build every task's prompts, run them per model on Ray, score, write.
 
-    summary = evaluate(cfg)     # <run>/eval/{metrics.json, predictions.jsonl, report.md, plots/*.png}
+    specs, prompts = check(cfg)   # before Ray: models, prompts, window, leaks
+    summary = run(cfg, (specs, prompts))   # <run>/eval/{metrics.json, predictions.jsonl, report.md, plots/*.png}
                                 # + the headline numbers as ray_longctx_evaluate_<name>{model, task} gauges
 
 Everything that can be wrong with the input (a model folder that does not load, a grid length above a
@@ -16,12 +17,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from longctx_core.config import Config, run_dir
+from longctx_core.config import Config
 from longctx_core.errors import LongctxError
 from longctx_core.eval.models import ModelSpec, resolve_models
 from longctx_core.eval.prompts import Prompt, check_window
+from longctx_core.layout import RunLayout
 from longctx_core.metrics import Metrics
-from longctx_core.runtime import ensure_ray
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,21 @@ def _grids(cfg: Config, original: int, limit: int) -> dict[str, list[int]]:
     return grids
 
 
+def check_qa_source(cfg: Config) -> None:
+    """The QA task asks held-out questions of a QA source: `eval.qa.source`, else `data.source`. Imported chat
+    or raw text has no questions; raises LongctxError naming the key (the pipeline calls this before Ray,
+    long before its evaluate stage)."""
+    if not cfg.eval.qa.enabled:
+        return
+    source = cfg.eval.qa.source or cfg.data.source
+    if source.kind in ("chat", "text"):
+        key = "eval.qa.source" if cfg.eval.qa.source else "data.source.kind"
+        raise LongctxError(
+            f"{key}: the qa evaluation needs a QA source (questions with evidence) but gets a {source.kind} "
+            "source; set eval.qa.source (e.g. {kind: builtin} or the LitM/SQuAD files) or eval.qa.enabled=false"
+        )
+
+
 def _qa(cfg: Config, root: Path, tokenizer, lengths: list[int]) -> list[Prompt]:
     from longctx_core.eval.contexts import check_no_leak, held_out_records, qa_prompts, training_questions
 
@@ -66,7 +82,7 @@ def _qa(cfg: Config, root: Path, tokenizer, lengths: list[int]) -> list[Prompt]:
     records, docs, langs = held_out_records(
         source, cfg.run.seed, cfg.data.eval_fraction, qa.num_questions, qa.pool_records
     )
-    check_no_leak(records, training_questions(root), str(root / "data" / "train"))
+    check_no_leak(records, training_questions(root), str(RunLayout(root).data.train))
     seed = cfg.run.seed + cfg.eval.seed
     return qa_prompts(tokenizer, records, docs, langs, lengths, qa.positions, seed, qa.num_questions)
 
@@ -134,19 +150,27 @@ def log_headline(run_name: str, metrics: dict) -> int:
     return rows
 
 
-def evaluate(cfg: Config) -> dict:
-    """Run the whole evaluation; returns a summary (paths, prompt count, headline numbers per model)."""
+def check(cfg: Config) -> tuple[list[ModelSpec], list[Prompt]]:
+    """Everything before Ray: the models resolve and load their configs, every task's prompts build and fit
+    every model's window, no evaluation question was trained on; returns (model specs, prompts)."""
+    from longctx_core.modeling import load_tokenizer
+
+    check_qa_source(cfg)
+    root = RunLayout.of(cfg).root
+    specs = resolve_models(cfg, root)
+    return specs, build_prompts(cfg, root, load_tokenizer(cfg.model), specs)
+
+
+def run(cfg: Config, checked: tuple[list[ModelSpec], list[Prompt]] | None = None) -> dict:
+    """The evaluate stage on a connected Ray: every model on every prompt, scored and written to
+    <run>/eval/; prints and returns a summary (paths, prompt count, headline numbers per model)."""
     from longctx_core.eval.generate import run_prompts
     from longctx_core.eval.report import score_run, write_outputs
     from longctx_core.eval.scoring import zh_tokenizer
-    from longctx_core.modeling import load_tokenizer
     from longctx_core.runs import prepare_run_dir
 
-    root = run_dir(cfg)
-    specs = resolve_models(cfg, root)
-    prompts = build_prompts(cfg, root, load_tokenizer(cfg.model), specs)
-    root = prepare_run_dir(cfg, "evaluate")
-    ensure_ray()  # inside a submitted job this joins the cluster; locally a loopback-only runtime
+    specs, prompts = checked or check(cfg)
+    out = RunLayout(prepare_run_dir(cfg, "evaluate")).eval
     outputs, timing = {}, {}
     for spec in specs:
         t0 = time.perf_counter()
@@ -160,9 +184,17 @@ def evaluate(cfg: Config) -> dict:
         "timing": timing,
     }
     records, metrics = score_run(prompts, outputs, [asdict(s) for s in specs], extra)
-    paths = write_outputs(root / "eval", records, metrics)
+    paths = write_outputs(out.dir, records, metrics)
     log_headline(cfg.run.name, metrics)
     headline = {task: m["by_model"] for task, m in metrics["tasks"].items()}
-    logger.info("evaluation written to %s: %s", root / "eval", headline)
-    return {"eval_dir": str(root / "eval"), "num_prompts": len(prompts), "files": {k: str(v) for k, v in paths.items()},
-            "by_model": headline}  # fmt: skip
+    logger.info("evaluation written to %s: %s", out.dir, headline)
+    print(f"evaluation: {out.dir}")
+    for task, numbers in headline.items():
+        first = next(iter(numbers.values()))
+        print(f"  {task}: " + ", ".join(f"{model}={value:.3f}" for model, value in first.items()))
+    return {
+        "eval_dir": str(out.dir),
+        "num_prompts": len(prompts),
+        "files": {k: str(v) for k, v in paths.items()},
+        "by_model": headline,
+    }

@@ -1,7 +1,9 @@
 """The driver side of training: check inputs, plan the steps, launch Ray Train, publish the adapter.
 
-    inputs = check_inputs(cfg, run_dir)     # before any Ray resource: data files, sample lengths, model
-    summary = train(cfg, run_dir, inputs)   # packed Ray Dataset -> TorchTrainer.fit -> <run>/train/adapter
+    inputs = check(cfg)                     # before any Ray resource: data files, sample lengths, model
+    summary = run(cfg, inputs)              # packed Ray Dataset -> TorchTrainer.fit -> <run>/train/adapter
+
+`check` and `run` are the train stage of `longctx_core.stages` (the runner starts Ray between the two).
 
 The workers run `worker.train_loop_per_worker`; the driver never imports that module nor DeepSpeed
 (`_run_worker` imports it on the worker).
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from longctx_core.errors import LongctxError
 from longctx_core.fsio import recover, staged_dir
+from longctx_core.layout import RunLayout
 from longctx_core.train.state import (
     ADAPTER_DIR,
     RAY_RUN_NAME,
@@ -30,12 +33,12 @@ logger = logging.getLogger(__name__)
 
 def data_path(cfg, root: Path) -> Path:
     """`train.data_path`, or the synthesize stage's <run>/data/train."""
-    return Path(cfg.train.data_path).expanduser() if cfg.train.data_path else root / "data" / "train"
+    return Path(cfg.train.data_path).expanduser() if cfg.train.data_path else RunLayout(root).data.train
 
 
 def storage_dir(cfg, root: Path) -> str:
     """Ray Train storage: `train.storage_path`, or <run>/train/ray (checkpoints under <storage>/ray-train/)."""
-    return cfg.train.storage_path or str(root / "train" / "ray")
+    return cfg.train.storage_path or str(RunLayout(root).train.storage)
 
 
 def prepare_storage(cfg, root: Path) -> tuple[str, int | None]:
@@ -98,7 +101,7 @@ def estimate_total_steps(cfg, data: dict) -> tuple[int, dict | None]:
 def _publish_adapter(checkpoint_folder: Path, root: Path) -> Path:
     """Copy the adapter of a checkpoint folder to <run>/train/adapter (`fsio.staged_dir`: an older adapter
     stays in place until the new one is complete); returns the folder."""
-    out = root / "train" / ADAPTER_DIR
+    out = RunLayout(root).train.adapter
     with staged_dir(out) as tmp:
         shutil.copytree(Path(checkpoint_folder) / ADAPTER_DIR, tmp, dirs_exist_ok=True)
     return out
@@ -119,7 +122,7 @@ def _already_trained(cfg, root: Path, storage: str, step: int, check_inputs_resu
     logger.info("%s is at train.max_steps=%d or beyond: nothing to train", folder, cfg.train.max_steps)
     return {
         "adapter": str(_publish_adapter(folder, root)),
-        "metrics": str(root / "train" / "metrics.jsonl"),
+        "metrics": str(RunLayout(root).train.metrics),
         "steps": step,
         "total_steps_planned": cfg.train.max_steps,
         "packing_estimate": None,
@@ -143,7 +146,7 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
     """Fine-tune on Ray Train and write <run>/train/{metrics.jsonl, adapter/}; returns the summary.
 
     `inputs` is `check_inputs`'s result when the caller ran it already; inputs are checked before Ray
-    starts either way. A run whose storage holds checkpoints resumes from the latest. `worker_fn` replaces
+    starts (the stage runner runs `check`) either way. A run whose storage holds checkpoints resumes from the latest. `worker_fn` replaces
     `worker.train_loop_per_worker` (tests wrap it to probe the trained engine).
     """
     from ray.data import ExecutionOptions
@@ -152,18 +155,17 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
 
     from longctx_core.packing import packed_dataset
     from longctx_core.resources import cpus_per_actor
-    from longctx_core.runtime import ensure_ray
 
+    layout = RunLayout(root).train
     inputs = inputs or check_inputs(cfg, root)
-    recover(root / "train" / ADAPTER_DIR)  # a crash mid-replacement of the last adapter: put one back
+    recover(layout.adapter)  # a crash mid-replacement of the last adapter: put one back
     storage, resume_step = prepare_storage(cfg, root)
     if cfg.run.force:
-        (root / "train" / "metrics.jsonl").unlink(missing_ok=True)
+        layout.metrics.unlink(missing_ok=True)
     if resume_step and cfg.train.max_steps and resume_step >= cfg.train.max_steps:
         # A resubmission of a finished run (e.g. the pipeline after the train stage ran alone): Ray Train
         # would resume and report nothing. The last checkpoint is the result.
         return _already_trained(cfg, root, storage, resume_step, check_inputs_result=inputs)
-    ensure_ray()  # inside a submitted job this joins the cluster; locally a loopback-only runtime
     t = cfg.train
     # Logical CPU shares, not threads: training workers and the tokenising actors take a quarter of the
     # cluster each, so Ray Data's own tasks (file listing asks for a whole CPU) always find room.
@@ -221,7 +223,7 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
     adapter = _final_adapter(result, root)
     return {
         "adapter": str(adapter),
-        "metrics": str(root / "train" / "metrics.jsonl"),
+        "metrics": str(layout.metrics),
         "steps": steps,
         "total_steps_planned": total,
         "packing_estimate": packing,
@@ -231,3 +233,18 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
         "num_samples": inputs["data"]["num_samples"],
         "wall_s": round(time.monotonic() - started, 1),
     }
+
+
+def check(cfg) -> dict:
+    """The train stage's checks (no Ray): `check_inputs` for the run folder of `cfg`."""
+    return check_inputs(cfg, RunLayout.of(cfg).root)
+
+
+def run(cfg, inputs: dict | None = None) -> dict:
+    """The train stage on a connected Ray: prepare the run folder and train; returns the summary (adapter
+    path, steps, final loss, ...)."""
+    from longctx_core.runs import prepare_run_dir
+
+    summary = train(cfg, prepare_run_dir(cfg, "train"), inputs)
+    logger.info("train done: %s", summary)
+    return summary

@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import os
-import resource
 import socket
 import tempfile
 import time
@@ -43,6 +42,8 @@ import torch.distributed as dist
 from longctx_core.config import Config, config_from_dict
 from longctx_core.config.sources import source_names
 from longctx_core.errors import LongctxError
+from longctx_core.layout import RunLayout
+from longctx_core.memory import peak_memory_gb
 from longctx_core.metrics import Metrics
 from longctx_core.modeling import load_tokenizer, save_adapter
 from longctx_core.packing import collate_packed
@@ -252,20 +253,13 @@ def open_metrics(run: Run, state: TrainState, init_digest: str | None) -> Metric
     """Rank 0's metrics sink, after logging one row for this attempt: a restarted worker group says where
     it resumed (0 = from scratch). Returns the Metrics."""
     metrics = Metrics(
-        "train", jsonl_path=run.run_dir / "train" / "metrics.jsonl", tags={"run": run.cfg.run.name}
+        "train", jsonl_path=RunLayout(run.run_dir).train.metrics, tags={"run": run.cfg.run.name}
     )
     metrics.log(
         {"event": "start", "resumed_from_step": state.step, "world_size": run.world}
         | ({"init_adapter_digest": init_digest} if init_digest else {})
     )
     return metrics
-
-
-def peak_memory_gb() -> float:
-    """Peak memory of this process: max allocated CUDA memory on GPU, else the peak RSS (GiB)."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 def step_row(run: Run, built: TrainEngine, stats: dict, state: TrainState, seconds: float, peak) -> dict:
@@ -334,7 +328,7 @@ def save_checkpoint(run: Run, built: TrainEngine, state: TrainState, tokenizer, 
 
 def write_breadcrumb(run: Run) -> None:
     """<run>/train/workers/rank-<r>.json: this worker's pid and host (to find the process of a rank)."""
-    folder = run.run_dir / "train" / "workers"
+    folder = RunLayout(run.run_dir).train.workers
     folder.mkdir(parents=True, exist_ok=True)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "rank": run.rank, "started": time.time()}
     (folder / f"rank-{run.rank}.json").write_text(json.dumps(info))

@@ -55,15 +55,32 @@ def test_pipeline_submitted_to_a_real_head_succeeds(headctl):
     try:
         up = subprocess.run(
             ["bash", "cluster/local/up.sh", *flags, "--num-cpus=2"],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         t0 = time.monotonic()
         submit = subprocess.run(
-            ["bash", "cluster/local/submit.sh", "pipeline", "ray_jobs/configs/demo_cpu.yaml",
-             f"run.storage_path={runs}", "run.name=e2e", *SMOKE, "--submission-id", job_id],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=800,
-        )  # fmt: skip
+            [
+                "bash",
+                "cluster/local/submit.sh",
+                "pipeline",
+                "ray_jobs/configs/demo_cpu.yaml",
+                f"run.storage_path={runs}",
+                "run.name=e2e",
+                *SMOKE,
+                "--submission-id",
+                job_id,
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=800,
+        )
         logs = submit.stdout[-6000:] + submit.stderr[-3000:]
         assert submit.returncode == 0, logs
         token = (base / "token").read_text().strip()

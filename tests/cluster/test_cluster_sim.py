@@ -109,10 +109,19 @@ def test_requests_and_checks_against_the_real_launcher_yaml():
 
 def test_submit_refuses_a_request_no_node_type_offers(tmp_path):
     res = _submit(
-        ["pipeline", DEMO, "run.storage_path=/mnt/shared/runs", "train.cpus_per_worker=500",
-         "--cluster-yaml", str(AWS), "--address", "http://127.0.0.1:9", "--dry-run"],
+        [
+            "pipeline",
+            DEMO,
+            "run.storage_path=/mnt/shared/runs",
+            "train.cpus_per_worker=500",
+            "--cluster-yaml",
+            str(AWS),
+            "--address",
+            "http://127.0.0.1:9",
+            "--dry-run",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     line = _one_line_error(res)
     assert "train.cpus_per_worker" in line and "CPU: 500" in line
     assert "ray.worker.cpu {CPU: 32}" in line and "ray.worker.gpu {CPU: 192, GPU: 8}" in line
@@ -131,7 +140,7 @@ def test_submit_refuses_a_request_no_node_type_offers(tmp_path):
                 "--dry-run",
             ],
             tmp_path,
-        )  # fmt: skip
+        )
     )
     assert (
         fakecluster.SIM_ACCELERATOR in line
@@ -165,8 +174,13 @@ def test_declared_shared_storage_and_single_node_heads():
     cfg = load_config(DEMO, ["run.storage_path=/data/runs", "run.shared_storage=[/data]"])
     check_cluster(cfg, aws)  # declared by the user
     with pytest.raises(ConfigError, match=r"train.storage_path: /tmp/ckpt is on a node's own disk"):
-        check_cluster(load_config(DEMO, ["run.storage_path=/data/runs", "run.shared_storage=[/data]",
-                                         "train.storage_path=/tmp/ckpt"]), aws)  # fmt: skip
+        check_cluster(
+            load_config(
+                DEMO,
+                ["run.storage_path=/data/runs", "run.shared_storage=[/data]", "train.storage_path=/tmp/ckpt"],
+            ),
+            aws,
+        )
     with pytest.raises(ConfigError, match="run.shared_storage"):
         load_config(DEMO, ["run.shared_storage=[data]"])  # a mount is an absolute folder
     single = ClusterSpec([c for c in aws.node_types if c.head], [], "one node")
@@ -187,9 +201,19 @@ def test_custom_accelerator_means_cpu_workers():
 def test_sim_refuses_before_starting_any_cluster(tmp_path):
     t0 = time.monotonic()
     res = subprocess.run(
-        [sys.executable, str(SIM / "sim.py"), "train.cpus_per_worker=2", "--storage", str(tmp_path / "runs"), "--no-browser"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(SIM / "sim.py"),
+            "train.cpus_per_worker=2",
+            "--storage",
+            str(tmp_path / "runs"),
+            "--no-browser",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     line = _one_line_error(res)
     assert line.startswith("longctx cluster-sim: error: train.num_workers")
     assert "CPU: 2" in line and "ray.worker.gpu" in line
@@ -203,10 +227,16 @@ def test_sim_refuses_before_starting_any_cluster(tmp_path):
 def _clean_copy(dest: Path) -> Path:
     """The working tree as a fresh clone has it (tracked + untracked-but-not-ignored files; no runs/, caches
     or Ray temp dirs), sharing this checkout's .venv. Timestamps are kept so make does not reinstall."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -327,11 +357,17 @@ def test_a_node_lost_mid_training_is_survived(monkeypatch):
     job_id = f"lcx-loss-{uuid.uuid4().hex[:6]}"
     try:
         overrides = [
-            f"run.name={name}", f"run.storage_path={runs}", f"run.shared_storage=[{runs}]",
-            f"train.accelerator_resource={fakecluster.SIM_ACCELERATOR}", "train.cpus_per_worker=0.5",
-            "data.num_samples=24", "data.target_tokens={min: 600, max: 1000}",
-            f"train.max_steps={steps}", "train.checkpoint_every=2", "train.max_failures=3",
-        ]  # fmt: skip
+            f"run.name={name}",
+            f"run.storage_path={runs}",
+            f"run.shared_storage=[{runs}]",
+            f"train.accelerator_resource={fakecluster.SIM_ACCELERATOR}",
+            "train.cpus_per_worker=0.5",
+            "data.num_samples=24",
+            "data.target_tokens={min: 600, max: 1000}",
+            f"train.max_steps={steps}",
+            "train.checkpoint_every=2",
+            "train.max_failures=3",
+        ]
         sub = build_submission(
             "pipeline",
             DEMO,

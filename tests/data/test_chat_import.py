@@ -223,19 +223,40 @@ def test_auto_format_is_logged(caplog, tmp_path):
     ("overrides", "message"),
     [
         (["data.source.kind=chat", "data.source.path=x", "data.source.format=alpaca"], "data.source.format"),
-        (["data.source.kind=chat", "data.source.path=x", "data.source.field_map={question: q}"],
-         "data.source.field_map.question: unknown field for kind=chat"),
-        (["data.source.kind=chat", "data.source.path=x", "data.source.field_map={prompt: q}"],
-         "need both 'prompt' and 'response'"),
-        (["data.mix=[{share: 0.6, source: {kind: chat, path: a}}, {share: 0.5, source: {kind: text, path: b}}]"],
-         "data.mix: shares sum to 1.1"),
-        (["data.mix=[{share: 0.2, source: {kind: squad, path: a}}]"], "data.mix.0.source.kind: only chat and text"),
-        (["data.mix=[{share: 0.2, name: builtin, source: {kind: chat, path: a}}]"], "'builtin' is used twice"),
+        (
+            ["data.source.kind=chat", "data.source.path=x", "data.source.field_map={question: q}"],
+            "data.source.field_map.question: unknown field for kind=chat",
+        ),
+        (
+            ["data.source.kind=chat", "data.source.path=x", "data.source.field_map={prompt: q}"],
+            "need both 'prompt' and 'response'",
+        ),
+        (
+            [
+                "data.mix=[{share: 0.6, source: {kind: chat, path: a}}, {share: 0.5, source: {kind: text, path: b}}]"
+            ],
+            "data.mix: shares sum to 1.1",
+        ),
+        (
+            ["data.mix=[{share: 0.2, source: {kind: squad, path: a}}]"],
+            "data.mix.0.source.kind: only chat and text",
+        ),
+        (
+            ["data.mix=[{share: 0.2, name: builtin, source: {kind: chat, path: a}}]"],
+            "'builtin' is used twice",
+        ),
         (["pretrain.enabled=true", "pretrain.source={kind: chat, path: a}"], "pretrain.source.kind"),
-        (["pretrain.enabled=true", "pretrain.source={kind: text, path: a}", "data.source.kind=text", "data.source.path=b"],
-         "data.source.kind: the SFT stage after pretrain"),
+        (
+            [
+                "pretrain.enabled=true",
+                "pretrain.source={kind: text, path: a}",
+                "data.source.kind=text",
+                "data.source.path=b",
+            ],
+            "data.source.kind: the SFT stage after pretrain",
+        ),
     ],
-)  # fmt: skip
+)
 def test_config_errors_are_one_line_naming_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
         load_config(None, overrides)

@@ -58,8 +58,14 @@ def test_questions_are_not_answered_by_templates():
 
 
 def test_short_world_for_toy_repro():
-    spec = WorldSpec(kinds=("person",), name_syllables=(1, 1), full_names=False, facts_per_doc=(1, 2),
-                     filler_per_doc=(0, 0), zh_fraction=0.0)  # fmt: skip
+    spec = WorldSpec(
+        kinds=("person",),
+        name_syllables=(1, 1),
+        full_names=False,
+        facts_per_doc=(1, 2),
+        filler_per_doc=(0, 0),
+        zh_fraction=0.0,
+    )
     recs = builtin_records(100, seed=0, spec=spec)
     for r in recs:
         n = len(split_sentences(r.evidence_docs[0].text, "en"))
@@ -69,8 +75,15 @@ def test_short_world_for_toy_repro():
 
 def test_closed_fact_set_makes_neighbours_share_the_asked_attribute():
     keys = ("colour", "pet", "instrument")
-    spec = WorldSpec(kinds=("person",), name_syllables=(1, 1), full_names=False, facts_per_doc=(2, 3),
-                     filler_per_doc=(0, 0), zh_fraction=0.0, facts=keys)  # fmt: skip
+    spec = WorldSpec(
+        kinds=("person",),
+        name_syllables=(1, 1),
+        full_names=False,
+        facts_per_doc=(2, 3),
+        filler_per_doc=(0, 0),
+        zh_fraction=0.0,
+        facts=keys,
+    )
     recs = builtin_records(60, seed=1, spec=spec)
     asked = {"colour": "colour", "pet": "pet", "instrument": "orchestra|practises"}  # question -> sentence
     shared = 0

@@ -180,8 +180,11 @@ def test_hotpot_two_gold_documents_and_chinese_squad(world, pool, tok):
     from longctx_core.config import SourceConfig
 
     fix = Path(__file__).parent / "fixtures"
-    hot = [r for r in iter_records(SourceConfig(kind="hotpotqa", path=str(fix / "hotpotqa_small.json")), 0)
-           if not isinstance(r, Malformed)]  # fmt: skip
+    hot = [
+        r
+        for r in iter_records(SourceConfig(kind="hotpotqa", path=str(fix / "hotpotqa_small.json")), 0)
+        if not isinstance(r, Malformed)
+    ]
     s = compose_sample(hot, pool, tok, target_tokens=2048, answer_style="paraphrase", seed=3)
     assert validate_row(s.to_row()) == []
     assert len(s.gold_positions) == 6  # three records, two gold documents each
@@ -198,7 +201,14 @@ def test_sample_level_middle_placement(world, pool, tok):
     spec = PositionSpec("middle", middle_weight=1.0)
     rels = []
     for i in range(30):
-        s = compose_sample(records_for(world, i, 1), pool, tok, target_tokens=768, answer_style="paraphrase",
-                           positions=spec, seed=derive_seed("mid", i))  # fmt: skip
+        s = compose_sample(
+            records_for(world, i, 1),
+            pool,
+            tok,
+            target_tokens=768,
+            answer_style="paraphrase",
+            positions=spec,
+            seed=derive_seed("mid", i),
+        )
         rels += [p / (s.n_docs - 1) for p in s.gold_positions]
     assert all(0.25 <= r <= 0.75 for r in rels) and len(set(rels)) > 3

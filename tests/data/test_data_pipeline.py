@@ -66,8 +66,10 @@ def test_byte_identical_parquet_with_one_and_two_workers(two_runs):
         for name in files1:
             assert (one / split / name).read_bytes() == (two / split / name).read_bytes()
     assert [p.name for p in sorted((one / "train").glob("*.parquet"))] == [
-        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet",
-    ]  # fmt: skip
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
 
 
 def test_outputs_stats_and_valid_rows(two_runs):
@@ -172,18 +174,28 @@ def test_quote_twin_run_on_ray_drops_only_the_document_numbers(two_runs, tmp_pat
 
 def test_litm_fixture_quarantines_bad_rows_and_succeeds(tmp_path):
     out = run_synthesize(
-        tmp_path, "litm",
-        "data.source.kind=litm", f"data.source.path={FIX / 'litm_small.jsonl.gz'}",
-        "data.num_samples=6", "data.eval_samples=0", "data.eval_fraction=0.1",
-        "data.target_tokens=[512]", "data.turns_per_sample=[1, 2]",
+        tmp_path,
+        "litm",
+        "data.source.kind=litm",
+        f"data.source.path={FIX / 'litm_small.jsonl.gz'}",
+        "data.num_samples=6",
+        "data.eval_samples=0",
+        "data.eval_fraction=0.1",
+        "data.target_tokens=[512]",
+        "data.turns_per_sample=[1, 2]",
         "data.max_bad_fraction=0.4",  # the fixture is a third bad rows on purpose (default limit: 5%)
         in_process=True,
-    )  # fmt: skip
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["bad"]["source"] == {"bad": 6, "of": 19} and stats["bad"]["samples"]["bad"] == 0
     assert stats["quarantined"] == {
-        "answer_not_found": 1, "bad_encoding": 1, "bad_json": 1, "empty_answer": 1, "empty_text": 1, "missing_field": 1,
-    }  # fmt: skip
+        "answer_not_found": 1,
+        "bad_encoding": 1,
+        "bad_json": 1,
+        "empty_answer": 1,
+        "empty_text": 1,
+        "missing_field": 1,
+    }
     rows = [json.loads(line) for line in (out / "quarantine" / "rows.jsonl").read_text().splitlines()]
     assert Counter(r["reason"] for r in rows) == Counter(stats["quarantined"])
     assert all(r["raw"] and r["location"] for r in rows)
@@ -199,8 +211,15 @@ def test_document_longer_than_target_is_quarantined(tiny_model_dir, tmp_path):
     rows = [
         {"question": "Which river is long?", "answers": ["the long river"], "text": long_text, "title": "L"}
     ]
-    rows += [{"question": f"Who is {n}?", "answers": [n], "text": f"The guard is {n}. He works nights.", "title": n}
-             for n in ("Ada", "Bo", "Cy")]  # fmt: skip
+    rows += [
+        {
+            "question": f"Who is {n}?",
+            "answers": [n],
+            "text": f"The guard is {n}. He works nights.",
+            "title": n,
+        }
+        for n in ("Ada", "Bo", "Cy")
+    ]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_config(
@@ -212,13 +231,13 @@ def test_document_longer_than_target_is_quarantined(tiny_model_dir, tmp_path):
 
 
 def test_bad_inputs_exit_2_before_ray(monkeypatch, capsys, tmp_path):
-    import data_gen.pipeline as pipeline
+    import longctx_core.runtime as runtime
     from ray_jobs.synthesize import main
 
-    def no_ray():
+    def no_ray(*args, **kwargs):
         raise AssertionError("Ray must not start for bad input")
 
-    monkeypatch.setattr(pipeline, "_ensure_ray", no_ray)
+    monkeypatch.setattr(runtime, "ensure_ray", no_ray)  # the stage runner's one start of Ray
     cases = [
         (["data.source.kind=litm", f"data.source.path={tmp_path / 'nope.jsonl'}"], "data.source.path:"),
         (["data.target_tokens=[4096]", "train.max_seq_len=2048"], "data.target_tokens: largest target 4096"),
@@ -254,8 +273,16 @@ def test_real_nq_file_builds_valid_samples(shared_nq_file, tiny_model_dir):
         prepare_records,
     )
 
-    cfg = load_config(None, ["data.source.kind=litm", f"data.source.path={shared_nq_file}", "data.source.limit=600",
-                             "data.target_tokens=[1024, 2048]", "data.turns_per_sample=[1, 3]"])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            "data.source.kind=litm",
+            f"data.source.path={shared_nq_file}",
+            "data.source.limit=600",
+            "data.target_tokens=[1024, 2048]",
+            "data.turns_per_sample=[1, 3]",
+        ],
+    )
     tok = load_tokenizer(str(tiny_model_dir))
     prep = prepare_records(cfg, tok)
     usable = len(prep.records["train"]) + len(prep.records["eval"])

@@ -75,8 +75,15 @@ def test_squad_flattened_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     ctx = "Oxygen is a chemical element. Its atomic number is 8. It is abundant."
-    rows = [{"id": "p1", "title": "Oxygen", "context": ctx, "question": "Atomic number of oxygen?",
-             "answers": {"text": ["8"], "answer_start": [ctx.index("8")]}}]  # fmt: skip
+    rows = [
+        {
+            "id": "p1",
+            "title": "Oxygen",
+            "context": ctx,
+            "question": "Atomic number of oxygen?",
+            "answers": {"text": ["8"], "answer_start": [ctx.index("8")]},
+        }
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
     good, bad = read(kind="squad", path=str(tmp_path / "train.parquet"))
     assert good[0].evidence_sentences == ("Its atomic number is 8.",) and not bad

@@ -83,8 +83,14 @@ def test_fallback_and_not_found():
 
 
 def test_annotated_evidence_must_be_in_a_gold_document():
-    rec = QARecord("r", "en", "q?", ("x",), (Document("A", "One.  Two  words."), Document("B", "Three.")),
-                   ("Three.", "Two words."))  # fmt: skip
+    rec = QARecord(
+        "r",
+        "en",
+        "q?",
+        ("x",),
+        (Document("A", "One.  Two  words."), Document("B", "Three.")),
+        ("Three.", "Two words."),
+    )
     ev = locate_evidence(rec)
     assert ev.quotes == ((1, "Three."), (0, "Two  words."))  # whitespace-tolerant, quotes stay verbatim
     with pytest.raises(EvidenceError, match="evidence_not_in_document"):

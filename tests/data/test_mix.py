@@ -158,6 +158,40 @@ def test_mixture_parquet_identical_with_one_and_two_workers(mixed_runs):
 # ---- per-source loss -----------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(900)
+def test_training_on_the_mixture_logs_loss_per_source(mixed_runs):
+    """The train stage on Ray Train over the mixture just written: every logged step carries the loss of
+    each source, and the label-weighted mean of those is the step's loss (the identity holds exactly per
+    step; the labels per source are not logged, so the check is that the total lies within the sources'
+    range)."""
+    from longctx_core.metrics import read_jsonl
+    from ray_jobs import train
+
+    out, _ = mixed_runs
+    cfg = load_config(
+        str(out.parent / "config.yaml"),
+        [
+            "train.num_workers=1",
+            "train.max_steps=3",
+            "train.checkpoint_every=0",
+            "train.micro_batch_size=2",
+            "model.quantization.load_in_4bit=false",
+            "model.torch_dtype=float32",
+            "model.attn_implementation=sdpa",
+        ],
+    )
+    summary = train.run(cfg)
+    assert summary["steps"] == 3
+    steps = [r for r in read_jsonl(out.parent / "train" / "metrics.jsonl") if "loss" in r]
+    assert len(steps) == 3
+    for row in steps:
+        by_source = row["loss_by_source"]
+        assert by_source and set(by_source) <= {"chat", "sg", "books"}, by_source
+        assert min(by_source.values()) - 1e-4 <= row["loss"] <= max(by_source.values()) + 1e-4, row
+    seen = {name for row in steps for name in row["loss_by_source"]}
+    assert len(seen) >= 2, seen  # the mixture interleaves its sources from the first rows on
+
+
 def test_loss_by_source_sums_to_the_total_and_matches_each_source_alone():
     from longctx_core.losses import causal_lm_loss
     from longctx_core.packing import collate_packed
@@ -165,11 +199,21 @@ def test_loss_by_source_sums_to_the_total_and_matches_each_source_alone():
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 11, bias=False)
     rows = [
-        {"input_ids": [1, 2, 3, 4, 5, 6], "labels": [-100, 2, 3, -100, 5, 6], "position_ids": [0, 1, 2, 0, 1, 2],
-         "seq_lens": [3, 3], "sources": ["a", "b"]},
-        {"input_ids": [7, 8, 9], "labels": [-100, 8, 9], "position_ids": [0, 1, 2], "seq_lens": [3],
-         "sources": ["b"]},
-    ]  # fmt: skip
+        {
+            "input_ids": [1, 2, 3, 4, 5, 6],
+            "labels": [-100, 2, 3, -100, 5, 6],
+            "position_ids": [0, 1, 2, 0, 1, 2],
+            "seq_lens": [3, 3],
+            "sources": ["a", "b"],
+        },
+        {
+            "input_ids": [7, 8, 9],
+            "labels": [-100, 8, 9],
+            "position_ids": [0, 1, 2],
+            "seq_lens": [3],
+            "sources": ["b"],
+        },
+    ]
     batch = collate_packed(rows, pad_id=0, groups={"a": 0, "b": 1})
     assert batch["loss_groups"].tolist() == [[0, 0, 0, 1, 1, 1], [1, 1, 1, -1, -1, -1]]
     hidden = torch.randn(2, 6, 8, requires_grad=True)

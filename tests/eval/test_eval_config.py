@@ -87,8 +87,14 @@ def test_cli_rejects_a_length_above_the_scaled_limit(tmp_path, capsys):
     from ray_jobs.evaluate import main
 
     with pytest.raises(SystemExit) as exit_:
-        main([f"run.storage_path={tmp_path}", "run.name=r", "eval.models=[{name: base, kind: base}]",
-              "eval.passkey.lengths=[4096]"])  # fmt: skip
+        main(
+            [
+                f"run.storage_path={tmp_path}",
+                "run.name=r",
+                "eval.models=[{name: base, kind: base}]",
+                "eval.passkey.lengths=[4096]",
+            ]
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(

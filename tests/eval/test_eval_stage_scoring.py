@@ -4,7 +4,7 @@ The prompts are the ones the stage builds (`runner.build_prompts`: its qa and pa
 tokenizer, the built-in world). Instead of a model, each prompt gets a reply written here — right with a
 verbatim gold quote, right with a mis-copied quote, quoted but wrong, quoting a distractor, plain, with a
 made-up quote, a refusal — shaped as a `ModelWorker` output row. The rows go through exactly what
-`runner.evaluate` runs after the model actors (`generate.output_of_row`, `report.score_run`,
+`runner.run` runs after the model actors (`generate.output_of_row`, `report.score_run`,
 `report.write_outputs`), and the test asserts the exact metrics: accuracy, quoted, faithful_any,
 faithful_gold and near_miss by gold position, passkey accuracy by depth, the per-model summaries, and that
 metrics.json is what the same scoring gives on predictions.jsonl read back.

@@ -12,9 +12,17 @@ POSITIONS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def _qa_row(model, record, length, pos, score, quoted=0.0):
-    return {"model": model, "task": "qa", "prompt_id": f"qa-builtin-0-{record}-L{length}-p{pos:g}",
-            "length": length, "position": pos, "score": float(score), "quoted": quoted,
-            "faithful_gold": quoted, "near_miss": 0.0}  # fmt: skip
+    return {
+        "model": model,
+        "task": "qa",
+        "prompt_id": f"qa-builtin-0-{record}-L{length}-p{pos:g}",
+        "length": length,
+        "position": pos,
+        "score": float(score),
+        "quoted": quoted,
+        "faithful_gold": quoted,
+        "near_miss": 0.0,
+    }
 
 
 def _write_eval(folder, seed_rows):
@@ -39,8 +47,10 @@ def lost_in_the_middle(tmp_path):
                 rows.append(_qa_row("base", q, 976, pos, edge))
                 rows.append(_qa_row("plain", q, 976, pos, edge))
                 rows.append(_qa_row("paraphrase", q, 976, pos, 1, quoted=1.0))
-        rows += [{"model": m, "task": "passkey", "prompt_id": f"pk-{m}", "length": 976, "depth": 0.5, "score": 1.0}
-                 for m in ("base", "plain", "paraphrase")]  # fmt: skip
+        rows += [
+            {"model": m, "task": "passkey", "prompt_id": f"pk-{m}", "length": 976, "depth": 0.5, "score": 1.0}
+            for m in ("base", "plain", "paraphrase")
+        ]
         dirs[seed] = _write_eval(tmp_path / f"eval-s{seed}", rows)
     return dirs
 
@@ -64,8 +74,16 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     from repro.report import write_report
 
     cfg = load_repro_config(PRESET, [f"run.storage_path={tmp_path}", "run.name=r", "repro.seeds=[0, 1]"])
-    base = {"summary": {"parameters": 3.5e6, "steps": 10, "minutes": 1.0, "validation_accuracy": 0.9,
-                        "validation_questions": 48, "reached_target": True}}  # fmt: skip
+    base = {
+        "summary": {
+            "parameters": 3.5e6,
+            "steps": 10,
+            "minutes": 1.0,
+            "validation_accuracy": 0.9,
+            "validation_questions": 48,
+            "reached_target": True,
+        }
+    }
     report = write_report(cfg, lost_in_the_middle, base, command="make repro")
     text = report.read_text()
     data = json.loads((tmp_path / "r" / "repro.json").read_text())["analysis"]

@@ -123,3 +123,20 @@ def test_init_adapter_loads_exactly_and_a_mismatch_is_one_line(make_train_cfg, t
     with pytest.raises(LongctxError, match="no adapter_config.json") as err:
         check_init_adapter(cfg.model, str(tmp_path))
     assert "\n" not in str(err.value)
+
+
+def test_top_report_shows_the_pretrain_stage(two_stage):
+    """The run's report.md lists stage 1's stages with links into pretrain/, and its headline numbers come
+    before stage 2's."""
+    from longctx_core.pipeline import headline, write_top_report
+
+    root = two_stage["root"]
+    done = two_stage["done"] | {"train": "done in 1 s"}
+    text = write_top_report(two_stage["cfg"], root, done).read_text()
+    assert "- **pretrain synthesize**: " in text and "- **pretrain train**: " in text
+    assert text.index("**pretrain train**") < text.index("- **synthesize**")
+    assert "  - [pretrain/data/stats.json](pretrain/data/stats.json)" in text
+    assert "  - [pretrain/train/adapter/](pretrain/train/adapter/)" in text
+    lines = headline(root)
+    assert lines[0].startswith("pretrain data: ") and lines[1].startswith("pretrain train: "), lines
+    assert any(line.startswith("train: ") for line in lines[2:]), lines
