@@ -1,6 +1,6 @@
 """Framework overhead: the Ray Train + DeepSpeed loop with 1 worker vs a plain single-process PyTorch loop.
 
-    python -m bench.bench_overhead [--samples 64] [--steps 24] [--warmup 2] [--threads 2]
+    python -m bench.bench_overhead [--pairs 5] [--samples 64] [--steps 24] [--warmup 2] [--threads 2]
 
 Both sides train the tiny demo model (4-bit QLoRA, `PackedCausalLM`, AdamW, the LR schedule, clipping) from
 the same seed on the same packed rows (demo samples composed by data_gen, packed by `longctx_core.packing`),
@@ -8,21 +8,26 @@ in the same order, the same number of optimizer steps; the first `--warmup` step
 - Ray side: a `TorchTrainer` with 1 worker running the project's worker phases (`setup_model`: DeepSpeed
   ZeRO-2 engine; `setup_data`: the Ray Data shard; `train_step`), timed around `train_step` only.
 - Plain side: `bench.fixtures.plain_train` in a spawned process: the same `build_engine` without DeepSpeed,
-  a torch optimizer step, once before and once after the Ray run (A-B-A, so load drift on a shared machine
-  hits both sides); baseline = their mean.
+  a torch optimizer step.
+The two sides run as `--pairs` interleaved pairs, the order alternating (A B, B A, A B, ...), so load
+drifting on a shared machine hits both sides alike; each pair gives a ratio, and the result is the median
+ratio with its range (a single ratio on a shared 2-core machine moved between 0.67x and 1.27x).
 Both use `--threads` torch threads: Ray caps a worker's OMP threads at its CPU reservation, which would
 measure the reservation rather than the framework.
 
-Writes bench/results/overhead.json: `value` Ray tokens/s, `baseline` plain tokens/s, `ratio` their quotient
-(aim >= 0.9); `memory` holds the peak RSS per worker next to the plain process's; `loss_max_abs_diff` checks
+Writes bench/results/overhead.json: `value` the median Ray tokens/s, `baseline` the median plain tokens/s,
+`ratio` their quotient, `pair_ratio` {median, min, max, each} (aim: median >= 0.9); `memory` holds the peak RSS per worker next to the plain process's; `loss_max_abs_diff` checks
 that both sides really ran the same steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
+import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -121,6 +126,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m bench.bench_overhead", description=__doc__.splitlines()[0]
     )
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved (plain, Ray) pairs")
     parser.add_argument("--samples", type=int, default=64, help="demo samples composed and packed")
     parser.add_argument("--steps", type=int, default=24, help="timed optimizer steps (1 packed row each)")
     parser.add_argument(
@@ -136,10 +142,9 @@ def main(argv=None) -> dict:
     # Ray Train gives a worker group 60 s to start; on a loaded 2-core machine importing torch in the
     # worker alone can take longer. Only takes effect for a Ray runtime this process starts.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-    import concurrent.futures
-    import multiprocessing
-
     import ray
+
+    from longctx_core.runtime import ensure_ray
 
     overrides = [f"train.max_seq_len={args.seq_len}", "model.lora.dropout=0.0", "train.num_workers=1"]
     cfg = demo_config(overrides)  # dropout off: both sides must compute the same losses
@@ -151,56 +156,77 @@ def main(argv=None) -> dict:
             job = pool.submit(_plain_in_child, cfg.model_dump(mode="json"), rows, args.warmup, args.threads)
             return job.result()
 
-    plain_runs = [run_plain()]
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
+    def run_ray() -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-overhead-") as storage:
-            on_ray = ray_train(cfg, rows, args.warmup, args.threads, storage)
+            return ray_train(cfg, rows, args.warmup, args.threads, storage)
+
+    started = not ray.is_initialized()
+    ensure_ray(local=True, num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    pairs, load_before = [], os.getloadavg()
+    try:
+        for i in range(args.pairs):
+            first, second = (run_plain, run_ray) if i % 2 == 0 else (run_ray, run_plain)
+            a = first()
+            b = second()
+            plain, on_ray = (a, b) if i % 2 == 0 else (b, a)
+            pairs.append(
+                {"plain": plain, "ray": on_ray, "ratio": on_ray["tokens_per_s"] / plain["tokens_per_s"]}
+            )
+            print(
+                f"pair {i + 1}/{args.pairs} ({'plain, Ray' if i % 2 == 0 else 'Ray, plain'}): plain "
+                f"{plain['tokens_per_s']:.0f} tokens/s, Ray {on_ray['tokens_per_s']:.0f}, ratio {pairs[-1]['ratio']:.3f}",
+                flush=True,
+            )
     finally:
         if started:
             ray.shutdown()
-    # A-B-A: the plain loop runs before and after the Ray run, so load drifting on a shared machine
-    # shows up in both sides alike; the baseline is the mean of the two.
-    plain_runs.append(run_plain())
-    plain = plain_runs[0] | {
-        "seconds": sum(p["seconds"] for p in plain_runs) / 2,
-        "tokens_per_s": sum(p["tokens_per_s"] for p in plain_runs) / 2,
-        "peak_rss_gb": max(p["peak_rss_gb"] for p in plain_runs),
-    }
-    diff = max(abs(a - b) for a, b in zip(plain["losses"], on_ray["losses"], strict=True))
+    ratios = [p["ratio"] for p in pairs]
+    plain_tps = statistics.median(p["plain"]["tokens_per_s"] for p in pairs)
+    ray_tps = statistics.median(p["ray"]["tokens_per_s"] for p in pairs)
+    peak_plain = max(p["plain"]["peak_rss_gb"] for p in pairs)
+    peak_ray = max(p["ray"]["peak_rss_gb"] for p in pairs)
+    diff = max(
+        abs(a - b) for p in pairs for a, b in zip(p["plain"]["losses"], p["ray"]["losses"], strict=True)
+    )
     print_table(
         f"framework overhead: {len(rows)} timed steps on packed rows of {args.seq_len} tokens, "
-        f"{args.threads} threads, tiny demo model (4-bit QLoRA)",
+        f"{args.threads} threads, tiny demo model (4-bit QLoRA), median of {len(pairs)} interleaved pairs",
         [
-            ("plain PyTorch loop (1 process)", plain["seconds"], plain["tokens_per_s"], plain["peak_rss_gb"]),
-            (
-                "Ray Train + DeepSpeed ZeRO-2, 1 worker",
-                on_ray["seconds"],
-                on_ray["tokens_per_s"],
-                on_ray["peak_rss_gb"],
-            ),
+            ("plain PyTorch loop (1 process)", plain_tps, peak_plain),
+            ("Ray Train + DeepSpeed ZeRO-2, 1 worker", ray_tps, peak_ray),
         ],
-        ("loop", "seconds", "tokens/s", "peak RSS GiB"),
+        ("loop", "tokens/s", "peak RSS GiB"),
     )
-    print(f"ratio {on_ray['tokens_per_s'] / plain['tokens_per_s']:.3f}; max |loss diff| per step {diff:.2e}")
+    print(
+        f"pair ratios: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}; "
+        f"max |loss diff| per step {diff:.2e}"
+    )
     command = command_line("bench.bench_overhead", argv)
     return write_result(
         "overhead",
-        value=on_ray["tokens_per_s"],
-        unit="training tokens/s, Ray Train + DeepSpeed (1 worker) vs plain loop",
-        baseline=plain["tokens_per_s"],
+        value=ray_tps,
+        unit="training tokens/s, Ray Train + DeepSpeed (1 worker) vs plain loop, medians of interleaved pairs",
+        baseline=plain_tps,
         command=command,
-        memory={"peak_rss_gb_per_worker": on_ray["peak_rss_gb"], "peak_rss_gb_plain": plain["peak_rss_gb"]},
+        pair_ratio={
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+            "each": ratios,
+        },
+        pairs=[
+            {"plain_tokens_per_s": p["plain"]["tokens_per_s"], "ray_tokens_per_s": p["ray"]["tokens_per_s"]}
+            for p in pairs
+        ],
+        memory={"peak_rss_gb_per_worker": peak_ray, "peak_rss_gb_plain": peak_plain},
         steps=len(rows),
         warmup=args.warmup,
         threads=args.threads,
         seq_len=args.seq_len,
         loss_max_abs_diff=diff,
-        losses={"plain": plain["losses"], "ray": on_ray["losses"]},
-        plain_tokens_per_s_before_after=[p["tokens_per_s"] for p in plain_runs],
+        losses={"plain": pairs[0]["plain"]["losses"], "ray": pairs[0]["ray"]["losses"]},
+        load_average={"before": load_before, "after": os.getloadavg()},
     )
 
 

@@ -1,14 +1,17 @@
 """Synthesis throughput at 32k tokens: Ray Data with 2 actors vs a plain single-process loop.
 
-    python -m bench.bench_synthesis [--samples 96] [--target 32768] [--workers 2]
+    python -m bench.bench_synthesis [--pairs 3] [--samples 96] [--target 32768] [--workers 2]
 
 Both sides compose the same planned samples (built-in corpus, the tiny BPE tokenizer) with the same
 function (`data_gen.pipeline.compose_task`), in one run, and must produce identical rows. Reported:
 samples/s per core for each (Ray: samples/s divided by the actors' cores), end to end (Ray including
 actor start-up) and steady state (measured inside the actors, from the first composition's start to the
-last one's end: what a long job sees).
-Writes bench/results/synthesis.json; `value` is the Ray steady-state samples/s per core, `baseline` the
-loop's samples/s (one core), `ratio` value / baseline (parallel efficiency per core).
+last one's end: what a long job sees). The two sides run as `--pairs` interleaved pairs, the order
+alternating (loop first, then Ray first, ...), so a shared machine's load drift hits both alike; each pair
+gives its speed-ups, reported as median and range.
+Writes bench/results/synthesis.json; `value` is the median Ray steady-state samples/s per core, `baseline`
+the loop's median samples/s (one core), `ratio` value / baseline (parallel efficiency per core);
+`speedup_steady` / `speedup_end_to_end` hold {median, min, max, each}.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m bench.bench_synthesis", description=__doc__.splitlines()[0]
     )
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved (loop, Ray) pairs")
     parser.add_argument("--samples", type=int, default=96, help="samples per side")
     parser.add_argument("--target", type=int, default=32768, help="tokens per sample")
     parser.add_argument("--workers", type=int, default=2, help="Ray Data actors")
@@ -81,30 +85,65 @@ def main(argv=None) -> dict:
 
     import ray
 
+    from longctx_core.runtime import ensure_ray
+
     path, tok, prep, tasks, settings = _plan(args.target, args.samples, args.records)
-    loop_s, loop_rows = _time_loop(tasks, tok, prep, settings)
-    if not ray.is_initialized():
-        ray.init(num_cpus=args.workers, include_dashboard=False, configure_logging=False)
+    started = not ray.is_initialized()
+    ensure_ray(local=True, num_cpus=args.workers, include_dashboard=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Actors each get a share of the cluster; per-core figures divide by the cores the actors occupy.
     cores = min(args.workers, int(ray.cluster_resources()["CPU"]))
-    ray_s, steady, ray_rows = _time_ray(tasks, path, prep, settings, args.workers)
-    ray.shutdown()
+    n = len(tasks)
+    pairs, same, load_before = [], True, os.getloadavg()
+    try:
+        for i in range(args.pairs):
+            timed = {}
+            for side in ("loop", "ray") if i % 2 == 0 else ("ray", "loop"):
+                if side == "loop":
+                    timed["loop_s"], loop_rows = _time_loop(tasks, tok, prep, settings)
+                else:
+                    timed["ray_s"], timed["steady"], ray_rows = _time_ray(
+                        tasks, path, prep, settings, args.workers
+                    )
+            same = same and sorted(r["row"] for r in loop_rows) == sorted(r["row"] for r in ray_rows)
+            timed |= {
+                "speedup_steady": timed["steady"] * timed["loop_s"] / n,
+                "speedup_end_to_end": timed["loop_s"] / timed["ray_s"],
+            }
+            pairs.append(timed)
+            print(
+                f"pair {i + 1}/{args.pairs}: loop {n / timed['loop_s']:.2f} samples/s, Ray steady {timed['steady']:.2f}"
+                f" ({timed['speedup_steady']:.2f}x), end to end {n / timed['ray_s']:.2f} ({timed['speedup_end_to_end']:.2f}x)",
+                flush=True,
+            )
+    finally:
+        if started:
+            ray.shutdown()
 
-    same = sorted(r["row"] for r in loop_rows) == sorted(r["row"] for r in ray_rows)
+    def spread(key: str) -> dict:
+        values = [p[key] for p in pairs]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values), "each": values}
+
     ok = [json.loads(r["row"]) for r in loop_rows if r["row"]]
     n_tokens = [r["n_tokens"] for r in ok]
-    n = len(tasks)
-    loop_rate = n / loop_s
+    loop_rate = statistics.median(n / p["loop_s"] for p in pairs)
+    ray_rate = statistics.median(n / p["ray_s"] for p in pairs)
+    steady = statistics.median(p["steady"] for p in pairs)
     table = [
-        ("plain loop (1 process)", 1, loop_s, loop_rate, loop_rate),
-        (f"Ray Data, {args.workers} actors, end to end", cores, ray_s, n / ray_s, n / ray_s / cores),
-        (f"Ray Data, {args.workers} actors, steady state", cores, float("nan"), steady, steady / cores),
+        ("plain loop (1 process)", 1, loop_rate, loop_rate),
+        (f"Ray Data, {args.workers} actors, end to end", cores, ray_rate, ray_rate / cores),
+        (f"Ray Data, {args.workers} actors, steady state", cores, steady, steady / cores),
     ]
     print_table(
-        f"synthesis: {n} samples of {args.target} tokens (built-in corpus, tiny BPE tokenizer)",
+        f"synthesis: {n} samples of {args.target} tokens (built-in corpus, tiny BPE tokenizer), medians of "
+        f"{len(pairs)} interleaved pairs",
         table,
-        ("path", "cores", "seconds", "samples/s", "samples/s/core"),
+        ("path", "cores", "samples/s", "samples/s/core"),
+    )
+    up_steady, up_e2e = spread("speedup_steady"), spread("speedup_end_to_end")
+    print(
+        f"speed-up steady: median {up_steady['median']:.2f}x (range {up_steady['min']:.2f}-{up_steady['max']:.2f}); "
+        f"end to end: median {up_e2e['median']:.2f}x (range {up_e2e['min']:.2f}-{up_e2e['max']:.2f})"
     )
     print(
         f"tokens per sample: min {min(n_tokens)}  median {statistics.median(n_tokens)}  max {max(n_tokens)}"
@@ -119,15 +158,16 @@ def main(argv=None) -> dict:
         else f"samples/s/core ({args.target} tokens)",
         baseline=loop_rate,
         command=command,
-        end_to_end_per_core=n / ray_s / cores,
-        speedup_end_to_end=loop_s / ray_s,
-        speedup_steady=steady / loop_rate,
+        end_to_end_per_core=ray_rate / cores,
+        speedup_end_to_end=up_e2e,
+        speedup_steady=up_steady,
         samples=n,
         target_tokens=args.target,
         workers=args.workers,
         tokens={"min": min(n_tokens), "median": statistics.median(n_tokens), "max": max(n_tokens)},
         identical_rows=same,
         failed=n - len(ok),
+        load_average={"before": load_before, "after": os.getloadavg()},
     )
 
 

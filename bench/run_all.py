@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # name -> (module, smoke arguments); in the order they run.
 BENCHMARKS = {
-    "synthesis": ("bench.bench_synthesis", ["--samples", "8", "--target", "4096", "--records", "400"]),
+    "synthesis": ("bench.bench_synthesis", ["--pairs", "1", "--samples", "8", "--target", "4096", "--records", "400"]),
     "packing": (
         "bench.bench_packing",
         [
@@ -45,7 +45,7 @@ BENCHMARKS = {
         ],
     ),
     "import": ("bench.bench_import", ["--rows", "200", "--files", "2"]),
-    "overhead": ("bench.bench_overhead", ["--samples", "6", "--steps", "2", "--warmup", "1"]),
+    "overhead": ("bench.bench_overhead", ["--pairs", "1", "--samples", "6", "--steps", "2", "--warmup", "1"]),
     "longctx": ("bench.bench_longctx", ["--multiples", "1", "2", "--steps", "1", "--warmup", "0"]),
     "loss_memory": (
         "bench.bench_loss_memory",

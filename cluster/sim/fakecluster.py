@@ -104,7 +104,9 @@ def fake_cluster_config(types: dict, gcs_address: str, idle_timeout_s: float) ->
         "idle_timeout_minutes": idle_timeout_s / 60.0,
         "docker": {},
         "provider": {
-            "type": "fake_multinode",
+            # Ray's fake multi-node provider, reporting a node whose raylet died as terminated (provider/longctx_sim_provider.py)
+            "type": "external",
+            "module": "longctx_sim_provider.SimNodeProvider",
             "gcs_address": gcs_address,  # the provider's default is <ip>:6379; this head is on a free port
             "use_node_id_as_ip": True,  # every fake node has the same IP
             "disable_node_updaters": True,  # nothing to ssh into: the provider starts raylets itself
@@ -158,6 +160,10 @@ def start_head(
     # the dashboard's 60 s start-up limit is too short on a loaded 2-core machine (measured: ray start failed).
     up_env = env | {
         "RAY_FAKE_CLUSTER": "1",
+        # the monitor imports the provider module from there
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(HERE / "provider"), environ.get("PYTHONPATH", "")) if p
+        ),
         "AUTOSCALER_UPDATE_INTERVAL_S": "1",
         "RAY_DASHBOARD_STARTUP_TIMEOUT_S": environ.get("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "600"),
     }

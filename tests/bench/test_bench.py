@@ -61,8 +61,12 @@ def test_packing_smoke(results):
 def test_overhead_smoke(results, ray_local):
     from bench.bench_overhead import main
 
-    main(["--samples", "4", "--steps", "1", "--warmup", "1"])
+    main(["--pairs", "2", "--samples", "4", "--steps", "1", "--warmup", "1"])
     record = check_record(results / "overhead.json", "overhead")
+    # two interleaved pairs (plain first, then Ray first), the medians and the per-pair ratios
+    ratios = record["pair_ratio"]
+    assert len(ratios["each"]) == len(record["pairs"]) == 2
+    assert ratios["min"] <= ratios["median"] <= ratios["max"] and all(r > 0 for r in ratios["each"])
     # Same model, seed, rows and order on both sides: the Ray + DeepSpeed steps compute the plain loop's losses.
     assert len(record["losses"]["ray"]) == len(record["losses"]["plain"]) == 2
     assert record["loss_max_abs_diff"] < 1e-4
