@@ -1,6 +1,6 @@
 """Accuracy by gold position with uncertainty: every seed's scored predictions as (seed, question) x
-position matrices, means with 95% percentile-bootstrap intervals over questions, and paired differences
-between models on the same questions."""
+position matrices, means with 95% percentile-bootstrap intervals (hierarchical over seeds, then questions,
+when there are several seeds), and paired differences between models on the same questions."""
 
 from __future__ import annotations
 
@@ -45,14 +45,27 @@ def score_matrix(rows: list[dict], model: str, length: int, positions: list[floa
     return units, matrix
 
 
-def bootstrap_interval(matrix: np.ndarray, columns: list[int], resamples: int, seed: int) -> dict:
-    """Mean of the `columns` of `matrix` (units x positions) with a 95% percentile-bootstrap interval over
-    units (questions): {"mean", "lo", "hi", "n"}. Resampling whole units keeps a question's positions
-    together, so intervals of differences between positions/models are paired."""
+def bootstrap_interval(
+    matrix: np.ndarray, columns: list[int], resamples: int, seed: int, clusters: list | None = None
+) -> dict:
+    """Mean of the `columns` of `matrix` (units x positions) with a 95% percentile-bootstrap interval:
+    {"mean", "lo", "hi", "n"}. Resampling whole units keeps a question's positions together, so intervals
+    of differences between positions/models are paired. With `clusters` (each unit's seed) naming more than
+    one cluster, the bootstrap is hierarchical: seeds are drawn with replacement, then questions within each
+    drawn seed, so the interval carries the spread between seeds as well as between questions."""
     per_unit = np.nanmean(matrix[:, columns], axis=1)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(per_unit), size=(resamples, len(per_unit)))
-    means = per_unit[idx].mean(axis=1)
+    groups = sorted(set(clusters)) if clusters is not None else []
+    if len(groups) < 2:
+        idx = rng.integers(0, len(per_unit), size=(resamples, len(per_unit)))
+        means = per_unit[idx].mean(axis=1)
+    else:
+        members = [np.flatnonzero(np.array([c == g for c in clusters])) for g in groups]
+        means = np.empty(resamples)
+        for r in range(resamples):
+            drawn = rng.integers(0, len(groups), size=len(groups))
+            picked = [rng.choice(members[g], size=len(members[g])) for g in drawn]
+            means[r] = per_unit[np.concatenate(picked)].mean()
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"mean": float(per_unit.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(per_unit))}
 
@@ -69,10 +82,11 @@ def accuracy_table(rows: list[dict], models: list[str], length: int, positions: 
     """{model: {group: interval}} of exact match at `length` (see `bootstrap_interval`)."""
     table = {}
     for model in models:
-        _, matrix = score_matrix(rows, model, length, positions)
+        units, matrix = score_matrix(rows, model, length, positions)
         if len(matrix):
+            seeds = [s for s, _ in units]
             groups = position_columns(positions)
-            table[model] = {g: bootstrap_interval(matrix, cols, b, 0) for g, cols in groups.items()}
+            table[model] = {g: bootstrap_interval(matrix, cols, b, 0, seeds) for g, cols in groups.items()}
     return table
 
 
@@ -82,9 +96,28 @@ def difference_table(rows, a: str, b_model: str, length: int, positions: list[fl
     units_b, mb = score_matrix(rows, b_model, length, positions)
     if units_a != units_b or not units_a:
         return {}
+    seeds = [s for s, _ in units_a]
     return {
-        g: bootstrap_interval(ma - mb, cols, resamples, 0) for g, cols in position_columns(positions).items()
+        g: bootstrap_interval(ma - mb, cols, resamples, 0, seeds)
+        for g, cols in position_columns(positions).items()
     }
+
+
+# The comparisons that carry the claim, in this order when both arms exist: quoting at all, then citing.
+CLAIM_PAIRS = (("quote", "plain"), ("paraphrase", "plain"), ("paraphrase", "quote"))
+
+
+def arm_pairs(arms: list[str]) -> list[tuple[str, str]]:
+    """The paired differences between arms: `CLAIM_PAIRS` among those present, then every other pair of
+    arms in their listed order (later minus earlier)."""
+    pairs = [(a, b) for a, b in CLAIM_PAIRS if a in arms and b in arms]
+    pairs += [
+        (arms[j], arms[i])
+        for i in range(len(arms))
+        for j in range(i + 1, len(arms))
+        if (arms[j], arms[i]) not in pairs and (arms[i], arms[j]) not in pairs
+    ]
+    return pairs
 
 
 def rate_by_model(rows: list[dict], task: str, length: int, key: str) -> dict[str, float]:
@@ -110,9 +143,7 @@ def analyse(cfg: ReproConfig, rows: list[dict]) -> dict:
         "models": models,
         "accuracy": {str(n): accuracy_table(rows, models, n, positions, resamples) for n in lengths},
     }
-    pairs = [(arm, "base") for arm in cfg.repro.arms]
-    if "paraphrase" in cfg.repro.arms and "plain" in cfg.repro.arms:
-        pairs.append(("paraphrase", "plain"))
+    pairs = [(arm, "base") for arm in cfg.repro.arms] + arm_pairs(list(cfg.repro.arms))
     out["differences"] = {
         f"{a} - {b}": difference_table(rows, a, b, long_len, positions, resamples) for a, b in pairs
     }

@@ -60,7 +60,8 @@ def render_report(
     cfg: ReproConfig, analysis: dict, base: dict, command: str, diagnosis: dict | None = None
 ) -> str:
     """report.md: the base build, accuracy by position per length, the differences that carry the claim,
-    quote faithfulness and passkey; every accuracy with its 95% bootstrap interval over questions."""
+    quote faithfulness and passkey; every accuracy with its 95% bootstrap interval (over questions, and over
+    seeds too when there are several)."""
     groups = _groups(analysis["positions"])
     seeds = ", ".join(str(s) for s in cfg.repro.seeds)
     ok = "reached" if base.get("reached_target") else "DID NOT reach"
@@ -76,8 +77,13 @@ def render_report(
         f"Extension: RoPE {cfg.model.rope.type} x{cfg.repro.length_factor}. Arms (QLoRA, seeds {seeds}): "
         + ", ".join(f"{a} = {m}" for a, m in cfg.repro.arms.items())
         + f"; {cfg.data.num_samples} samples and {cfg.train.max_steps} steps each, same records and seed.",
-        "Cells: exact match % [95% bootstrap interval over (seed, question) units]; positions are fractions of "
-        f"the document list; middle = positions in [{MIDDLE[0]}, {MIDDLE[1]}].",
+        "Cells: exact match % [95% bootstrap interval over (seed, question) units"
+        + (
+            "; hierarchical: seeds drawn first, then questions within each seed"
+            if len(cfg.repro.seeds) > 1
+            else ""
+        )
+        + f"]; positions are fractions of the document list; middle = positions in [{MIDDLE[0]}, {MIDDLE[1]}].",
     ]
     if diagnosis:
         lines += ["", *diagnosis_lines(diagnosis)]

@@ -112,3 +112,20 @@ def test_product_config_rejects_the_repro_section(tmp_path):
     for preset in Path("ray_jobs/configs").glob("*.yaml"):
         if preset.name != Path(PRESET).name:
             assert "repro" not in yaml.safe_load(preset.read_text()), preset
+
+
+def test_three_arms_with_the_uncited_quote_and_three_seeds(tmp_path):
+    """The comparison the claim needs: plain, quote (no document number) and paraphrase (cited) arms, with
+    the same records, steps and seed per arm; each arm's product config asks for its one answer style."""
+    from repro.arms import arm_config
+    from repro.config import load_repro_config
+
+    arms = "{plain: {plain: 1}, quote: {quote: 1}, paraphrase: {paraphrase: 1}}"
+    cfg = load_repro_config(PRESET, [f"repro.arms={arms}", "repro.seeds=[0, 1, 2]"])
+    made = {arm: arm_config(cfg, tmp_path / "base", arm, 2) for arm in cfg.repro.arms}
+    assert {arm: c.data.answer_styles for arm, c in made.items()} == {
+        "plain": {"plain": 1.0},
+        "quote": {"quote": 1.0},
+        "paraphrase": {"paraphrase": 1.0},
+    }
+    assert len({(c.run.seed, c.data.num_samples, c.train.max_steps, c.train.lr) for c in made.values()}) == 1

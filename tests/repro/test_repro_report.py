@@ -69,6 +69,41 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_questions():
     assert const == {"mean": 1.0, "lo": 1.0, "hi": 1.0, "n": 10}
 
 
+def test_hierarchical_bootstrap_carries_the_spread_between_seeds():
+    """Two seeds whose questions agree within each seed but whose means differ (0.2 vs 0.8): resampling
+    questions alone sees 200 units and a narrow interval; drawing seeds first lets a resample be all one
+    seed, so the interval spans nearly the whole gap. One seed: both are the same computation."""
+    from repro.analysis import bootstrap_interval
+
+    rng = np.random.default_rng(3)
+    a = (rng.random((100, 3)) < 0.2).astype(float)
+    b = (rng.random((100, 3)) < 0.8).astype(float)
+    matrix, seeds = np.vstack([a, b]), [0] * 100 + [1] * 100
+    flat = bootstrap_interval(matrix, [0, 1, 2], 1000, 0)
+    nested = bootstrap_interval(matrix, [0, 1, 2], 1000, 0, seeds)
+    assert flat["mean"] == nested["mean"] and nested["n"] == 200
+    assert flat["hi"] - flat["lo"] < 0.15
+    assert nested["lo"] < 0.3 and nested["hi"] > 0.7
+    assert bootstrap_interval(a, [0, 1, 2], 500, 0) == bootstrap_interval(a, [0, 1, 2], 500, 0, [0] * 100)
+
+
+def test_arm_pairs_put_the_claims_first():
+    from repro.analysis import arm_pairs
+
+    assert arm_pairs(["plain", "quote", "paraphrase"]) == [
+        ("quote", "plain"),
+        ("paraphrase", "plain"),
+        ("paraphrase", "quote"),
+    ]
+    assert arm_pairs(["paraphrase", "plain"]) == [("paraphrase", "plain")]
+    assert arm_pairs(["plain", "quote", "mixed"]) == [
+        ("quote", "plain"),
+        ("mixed", "plain"),
+        ("mixed", "quote"),
+    ]
+    assert arm_pairs(["plain"]) == []
+
+
 def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_path):
     from repro.config import load_repro_config
     from repro.report import write_report
