@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -70,6 +71,13 @@ class ToyBaseConfig(Section):
     answer_styles: dict[str, float] = Field(
         default_factory=lambda: {"paraphrase": 0.5, "plain": 0.5},
         description="Answer-style mix of base samples (the base answers with and without quotes).",
+    )
+    gold_beta: Optional[float] = Field(
+        None,
+        gt=0,
+        description="Unset: base samples place the gold document uniformly (the composer's default). A value a: "
+        "its position (fraction of the document list) is drawn from Beta(a, a); a < 1 is U-shaped, the bias of "
+        "natural text that evidence sits near the start and the end, which makes a base lose the middle.",
     )
     batch_size: int = Field(16, ge=1, description="Samples per optimizer step.")
     max_steps: int = Field(4000, ge=1, description="Upper bound on optimizer steps.")

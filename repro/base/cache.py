@@ -23,7 +23,12 @@ def base_fingerprint(cfg: ReproConfig) -> str:
     recipe = {
         "version": _RECIPE_VERSION,
         # threads change speed only; time_budget_min bounds one run of a resumable build
-        "base": cfg.repro.base.model_dump(mode="json", exclude={"threads", "time_budget_min"}),
+        # (gold_beta unset is left out: bases built before the knob existed keep their cache)
+        "base": cfg.repro.base.model_dump(
+            mode="json",
+            exclude={"threads", "time_budget_min"}
+            | ({"gold_beta"} if cfg.repro.base.gold_beta is None else set()),
+        ),
         "world": cfg.data.source.builtin.model_dump(mode="json"),
         "eval_fraction": cfg.data.eval_fraction,
         "seeds": sorted(set(cfg.repro.seeds) | {cfg.run.seed}),

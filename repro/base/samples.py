@@ -27,8 +27,11 @@ def encode_chat(tokenizer, messages: Sequence[dict[str, str]], prompt_weight: fl
     return chat.input_ids, weights
 
 
-def compose_base_sample(world: World, tokenizer, target: int, style: str, n_records: int, seed: int):
-    """One base sample (`LongSample`) of `n_records` questions of `world` at about `target` tokens."""
+def compose_base_sample(
+    world: World, tokenizer, target: int, style: str, n_records: int, seed: int, gold: float | None = None
+):
+    """One base sample (`LongSample`) of `n_records` questions of `world` at about `target` tokens; `gold`:
+    the first gold document's position as a fraction of the document list (None: the composer draws it)."""
     from data_gen.compose import compose_sample
 
     rng = rng_for(seed, "records")
@@ -39,6 +42,7 @@ def compose_base_sample(world: World, tokenizer, target: int, style: str, n_reco
         tokenizer,
         target_tokens=target,
         answer_style=style,
+        gold_position=gold,
         seed=seed,
         sample_id=str(seed),
     )
@@ -65,9 +69,10 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
         style = rng.choices(styles, weights)[0]
         n = rng.randint(*b.records_per_sample)
         seed = rng.getrandbits(62)
+        gold = rng.betavariate(b.gold_beta, b.gold_beta) if b.gold_beta else None  # drawn only when set
         while n >= 1:
             try:
-                samples.append(compose_base_sample(world, tokenizer, target, style, n, seed))
+                samples.append(compose_base_sample(world, tokenizer, target, style, n, seed, gold))
                 break
             except (ComposeError, ValueError) as exc:
                 if n > 1:
