@@ -28,7 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # name -> (module, smoke arguments); in the order they run.
 BENCHMARKS = {
-    "synthesis": ("bench.bench_synthesis", ["--pairs", "1", "--samples", "8", "--target", "4096", "--records", "400"]),
+    "synthesis": (
+        "bench.bench_synthesis",
+        ["--pairs", "1", "--samples", "8", "--target", "4096", "--records", "400"],
+    ),
     "packing": (
         "bench.bench_packing",
         [

@@ -51,9 +51,8 @@ class TrainLayout:
     metrics = _entry("metrics.jsonl")
     adapter = _entry("adapter")  # the final PEFT adapter
     workers = _entry("workers")  # per-rank breadcrumbs (pid, host)
-    storage = _entry(
-        "ray"
-    )  # Ray Train's storage when train.storage_path is unset (checkpoints in ray-train/)
+    # Ray Train's storage when train.storage_path is unset (checkpoints in ray-train/)
+    storage = _entry("ray")
 
 
 @dataclass(frozen=True)
