@@ -17,7 +17,9 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -164,11 +166,15 @@ def shoot(
     if not binary:
         raise RuntimeError("no chromium on PATH (make setup-browser installs the Debian package)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="lcx-chromium-") as profile:
+    # Chromium's helpers (zygote, renderer, crashpad) outlive the browser process by a moment and keep writing
+    # into the profile: run it in its own session, end the whole group, and never let the profile's removal
+    # throw away pages already saved (CI: "[Errno 39] Directory not empty: 'Default'" lost the jobs page).
+    with tempfile.TemporaryDirectory(prefix="lcx-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -180,9 +186,24 @@ def shoot(
             port = int(port_file.read_text().split()[0])
             return asyncio.run(_drive(port, dashboard, token, pages, out_dir, wait_s))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the browser's process group, SIGKILL what is left after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; give its helpers the same signal once more and a moment to exit
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+        return
