@@ -1,8 +1,9 @@
 """Synthesis throughput at 32k tokens: Ray Data with 2 actors vs a plain single-process loop.
 
-    python -m bench.bench_synthesis [--pairs 3] [--samples 96] [--target 32768] [--workers 2]
+    python -m bench.bench_synthesis [--pairs 3] [--samples 96] [--target 32768] [--workers 2] [--vocab qwen]
 
-Both sides compose the same planned samples (built-in corpus, the tiny BPE tokenizer) with the same
+Both sides compose the same planned samples (built-in corpus; `--vocab qwen`, the default: the real Qwen2.5
+vocabulary, so 32k means 32k Qwen tokens; `--vocab bpe`: the tiny kit's BPE) with the same
 function (`data_gen.pipeline.compose_task`), in one run, and must produce identical rows. Reported:
 samples/s per core for each (Ray: samples/s divided by the actors' cores), end to end (Ray including
 actor start-up) and steady state (measured inside the actors, from the first composition's start to the
@@ -27,9 +28,10 @@ from bench.common import command_line, print_table, write_result
 from bench.fixtures import plan_tasks
 
 logger = logging.getLogger(__name__)
+VOCABS = {"qwen": "real Qwen2.5 tokenizer, 151,643 BPE ranks", "bpe": "tiny BPE tokenizer"}
 
 
-def _plan(target: int, samples: int, records: int):
+def _plan(target: int, samples: int, records: int, vocab: str):
     """Tokenizer, driver-side preparation and task list for `samples` samples of `target` tokens."""
     from data_gen.compose import PositionSpec
     from data_gen.pipeline import ComposeSettings
@@ -43,6 +45,7 @@ def _plan(target: int, samples: int, records: int):
             f"data.source.builtin.num_records={records}",
             "data.turns_per_sample=[3, 5]",
             "data.eval_fraction=0.05",
+            f"model.tiny.vocab={vocab}",
         ],
     )
     path, tok, prep, tasks = plan_tasks(cfg, samples)
@@ -79,6 +82,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--target", type=int, default=32768, help="tokens per sample")
     parser.add_argument("--workers", type=int, default=2, help="Ray Data actors")
     parser.add_argument("--records", type=int, default=4000, help="built-in records (= distractor pool)")
+    parser.add_argument(
+        "--vocab",
+        choices=("qwen", "bpe"),
+        default="qwen",
+        help="tokenizer: real Qwen2.5 or the tiny kit's BPE",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,7 +96,7 @@ def main(argv=None) -> dict:
 
     from longctx_core.runtime import ensure_ray
 
-    path, tok, prep, tasks, settings = _plan(args.target, args.samples, args.records)
+    path, tok, prep, tasks, settings = _plan(args.target, args.samples, args.records, args.vocab)
     started = not ray.is_initialized()
     ensure_ray(local=True, num_cpus=args.workers, include_dashboard=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -135,7 +144,7 @@ def main(argv=None) -> dict:
         (f"Ray Data, {args.workers} actors, steady state", cores, steady, steady / cores),
     ]
     print_table(
-        f"synthesis: {n} samples of {args.target} tokens (built-in corpus, tiny BPE tokenizer), medians of "
+        f"synthesis: {n} samples of {args.target} tokens (built-in corpus, {VOCABS[args.vocab]}), medians of "
         f"{len(pairs)} interleaved pairs",
         table,
         ("path", "cores", "samples/s", "samples/s/core"),
@@ -153,9 +162,7 @@ def main(argv=None) -> dict:
     return write_result(
         "synthesis",
         value=steady / cores,
-        unit="samples/s/core (32k tokens)"
-        if args.target == 32768
-        else f"samples/s/core ({args.target} tokens)",
+        unit=f"samples/s/core ({args.target} {args.vocab} tokens)",
         baseline=loop_rate,
         command=command,
         end_to_end_per_core=ray_rate / cores,
@@ -164,6 +171,7 @@ def main(argv=None) -> dict:
         samples=n,
         target_tokens=args.target,
         workers=args.workers,
+        vocab=args.vocab,
         tokens={"min": min(n_tokens), "median": statistics.median(n_tokens), "max": max(n_tokens)},
         identical_rows=same,
         failed=n - len(ok),

@@ -127,7 +127,12 @@ def diagnosis_lines(d: dict) -> list[str]:
         "",
     ]
     rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]
-    return lines + markdown_table(["question type", "exact match", "n"], rows)
+    lines += markdown_table(["question type", "exact match", "n"], rows)
+    if "by_gold_third" in d:  # diagnoses cached before the breakdown existed lack it
+        lines += ["", "By where the gold document sat in the list (positions uniform):", ""]
+        rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_gold_third"].items()]
+        lines += markdown_table(["gold in the", "exact match", "n"], rows)
+    return lines
 
 
 def verdict(diffs: dict) -> str:

@@ -15,13 +15,16 @@ from repro.config import ReproConfig, ToyBaseConfig
 
 logger = logging.getLogger(__name__)
 
+THIRDS = ("start", "middle", "end")
 REPLY_TOKENS = 48  # generation budget of a validation reply (a quote line plus the final answer)
 
 
 def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
-    """`eval_questions` one-question prompts of the validation world at L0 (minus the reply budget), gold
-    position uniform: {ids, answers, question, gold_doc}. They are composed paraphrase-style: the style
-    only changes the (dropped) reference answer, so it does not matter here."""
+    """`eval_questions` one-question prompts of the validation world at L0 (minus the reply budget): {ids,
+    answers, question, gold_doc, gold_frac}. The gold position follows the base's own training placement
+    (uniform, or Beta(gold_beta, gold_beta): a base taught that evidence sits at the edges is validated on
+    the text it was taught on, as a pretrained model is on natural text; `diagnose` reads every position
+    evenly). Composed paraphrase-style: the style only changes the (dropped) reference answer."""
     from data_gen.compose import ComposeError
     from longctx_core.eval.prompts import chat_ids
 
@@ -31,9 +34,11 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
         if len(prompts) == b.eval_questions:
             break
         one = World([rec], world.pool)
+        seed = rng.getrandbits(62)
+        gold = rng.betavariate(b.gold_beta, b.gold_beta) if b.gold_beta else None  # drawn only when set
         try:
             sample = compose_base_sample(
-                one, tokenizer, b.context - REPLY_TOKENS, "paraphrase", 1, rng.getrandbits(62)
+                one, tokenizer, b.context - REPLY_TOKENS, "paraphrase", 1, seed, gold
             )
         except ComposeError:
             continue
@@ -43,6 +48,7 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
                 "answers": list(rec.answers),
                 "question": rec.question,
                 "gold_doc": sample.gold_positions[0] + 1,  # the document number a faithful quote names
+                "gold_frac": sample.gold_positions[0] / max(1, sample.n_docs - 1),
             }
         )
     return prompts
@@ -101,6 +107,7 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
     from longctx_core.eval.scoring import final_answer, normalize_answer
 
     by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    by_third: dict[str, list[float]] = {k: [0.0, 0] for k in THIRDS}
     quoted, right_doc, hits, in_context = 0, 0, 0.0, 0
     for p, reply in replies(model, tokenizer, prompts, batch):
         hit, named, gold_named = score_reply(p, reply)
@@ -108,12 +115,17 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
         in_context += bool(answer) and answer in normalize_answer(tokenizer.decode(p["ids"]))
         cell = by_type[question_type(p["question"])]
         cell[0], cell[1] = cell[0] + hit, cell[1] + 1
+        cell = by_third[THIRDS[min(2, int(3 * p["gold_frac"]))]]
+        cell[0], cell[1] = cell[0] + hit, cell[1] + 1
         hits, quoted, right_doc = hits + hit, quoted + named, right_doc + gold_named
     n = max(1, len(prompts))
     return {
         "exact_match": hits / n,
         "questions": len(prompts),
         "by_question_type": {k: {"exact_match": h / c, "n": c} for k, (h, c) in sorted(by_type.items())},
+        # where in the document list the gold sat (first, middle, last third): a base with the bias of
+        # natural text answers from the edges and misses the middle already at L0
+        "by_gold_third": {k: {"exact_match": h / max(1, c), "n": c} for k, (h, c) in by_third.items()},
         "replies_naming_a_document": quoted / n,
         "replies_naming_the_gold_document": right_doc / n,
         # a value copied from some document: chance for a model that reads its context at all
@@ -123,7 +135,7 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
 
 def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) -> dict:
     """`diagnose` a built toy base (no RoPE extension: the base as built) on `questions` fresh prompts of
-    its validation world."""
+    its validation world, gold positions uniform whatever the base was trained on."""
     import torch
 
     from longctx_core.modeling import load_model, load_tokenizer
@@ -132,7 +144,7 @@ def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) 
     torch.set_num_threads(cfg.repro.base.threads)
     model_cfg = base_model_config(cfg, folder)
     tokenizer = load_tokenizer(model_cfg)
-    b = cfg.repro.base.model_copy(update={"eval_questions": questions})
+    b = cfg.repro.base.model_copy(update={"eval_questions": questions, "gold_beta": None})
     _, val_world = base_worlds(cfg, tokenizer, heldout_questions(cfg))
     model = load_model(model_cfg, quantize=False)
     return diagnose(model, tokenizer, validation_prompts(val_world, tokenizer, b))

@@ -175,8 +175,11 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     assert d["questions"] == sum(c["n"] for c in d["by_question_type"].values()) > 0
     assert 0 <= d["replies_naming_the_gold_document"] <= d["replies_naming_a_document"] <= 1
     assert d["exact_match"] <= d["answers_found_in_the_prompt"] <= 1  # a right answer is in its prompt
-    mean = sum(c["exact_match"] * c["n"] for c in d["by_question_type"].values()) / d["questions"]
-    assert abs(mean - d["exact_match"]) < 1e-9
+    for cut in ("by_question_type", "by_gold_third"):
+        assert sum(c["n"] for c in d[cut].values()) == d["questions"], cut
+        mean = sum(c["exact_match"] * c["n"] for c in d[cut].values()) / d["questions"]
+        assert abs(mean - d["exact_match"]) < 1e-9, cut
+    assert list(d["by_gold_third"]) == ["start", "middle", "end"]
     assert base_diagnosis(cfg, folder, questions=99) == d  # computed once, kept beside the base
     text = "\n".join(diagnosis_lines(d))
     assert "| question type | exact match | n |" in text and f"({d['questions']} fresh" in text
@@ -293,6 +296,7 @@ def test_u_shaped_gold_positions_and_the_recipe_hash():
     from repro.base.cache import base_fingerprint
     from repro.base.model import tokenizer_texts
     from repro.base.samples import batch_for_step
+    from repro.base.validate import validation_prompts
     from repro.base.worlds import base_worlds, heldout_questions
     from repro.config import load_repro_config
 
@@ -309,6 +313,13 @@ def test_u_shaped_gold_positions_and_the_recipe_hash():
         assert len(fractions) >= 60, len(fractions)
         middle[name] = sum(0.25 <= f <= 0.75 for f in fractions) / len(fractions)
         middle[name + " hash"] = base_fingerprint(cfg)
+        # validation follows the same placement (diagnosis reads every position evenly: gold_beta None)
+        b = cfg.repro.base.model_copy(update={"eval_questions": 40})
+        _, val_world = base_worlds(cfg, tok, excluded)
+        prompts = validation_prompts(val_world, tok, b)
+        assert len(prompts) == 40
+        middle[name + " validation"] = sum(0.25 <= p["gold_frac"] <= 0.75 for p in prompts) / len(prompts)
     assert middle["u"] < 0.35 and middle["uniform"] > 0.4, middle
+    assert middle["u validation"] < 0.35 and middle["uniform validation"] > 0.4, middle
     assert middle["u hash"] != middle["uniform hash"]
     assert load_repro_config(PRESET).repro.base.model_dump()["gold_beta"] is None  # left out of the hash
