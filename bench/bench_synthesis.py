@@ -28,6 +28,7 @@ from bench.common import command_line, print_table, write_result
 from bench.fixtures import plan_tasks
 
 logger = logging.getLogger(__name__)
+PARTS = ("startup_s", "tail_s", "busy", "ray_sample_s", "loop_sample_s")
 VOCABS = {"qwen": "real Qwen2.5 tokenizer, 151,643 BPE ranks", "bpe": "tiny BPE tokenizer"}
 
 
@@ -53,24 +54,39 @@ def _plan(target: int, samples: int, records: int, vocab: str):
     return path, tok, prep, tasks, settings
 
 
-def _time_loop(tasks, tok, prep, settings) -> tuple[float, list[dict]]:
+def _time_loop(tasks, tok, prep, settings) -> tuple[float, float, list[dict]]:
+    """(seconds, median seconds per composition, rows) of the plain loop."""
     from data_gen.pipeline import compose_locally
 
     t0 = time.perf_counter()
     rows = list(compose_locally(tasks, tok, prep.pools, settings))
-    return time.perf_counter() - t0, rows
+    return time.perf_counter() - t0, statistics.median(r["finished"] - r["started"] for r in rows), rows
 
 
-def _time_ray(tasks, path, prep, settings, workers: int) -> tuple[float, float, list[dict]]:
-    """(end-to-end seconds, steady-state samples/s, rows) for the Ray Data actor pool. Steady state is
-    measured inside the actors: samples / (last composition's end - first composition's start)."""
+def _time_ray(tasks, tok, prep, settings, workers: int) -> dict:
+    """The Ray Data actor pool, timed and taken apart: end-to-end seconds, steady-state samples/s (measured
+    inside the actors: samples / (last composition's end - first composition's start)), start-up (call to
+    the first composition's start: actor processes, imports, tokenizer, pools), the tail (last composition's
+    end to the last row in the driver), the actors' busy fraction over the steady span, and the median
+    seconds one composition takes inside an actor. Steady speed-up = workers x busy x (loop's seconds per
+    sample / an actor's): idle actors and slower compositions (cores shared with Ray's own processes) are
+    the two ways it falls short of `workers`."""
     from data_gen.pipeline import compose_on_ray
 
-    t0 = time.perf_counter()
-    rows = list(compose_on_ray(tasks, path, prep.pools, settings, workers, batch_size=2))
-    total = time.perf_counter() - t0
-    span = max(r["finished"] for r in rows) - min(r["started"] for r in rows)
-    return total, len(rows) / span, rows
+    t0 = time.time()
+    rows = list(compose_on_ray(tasks, tok, prep.pools, settings, workers, batch_size=2))
+    end = time.time()
+    first, last = min(r["started"] for r in rows), max(r["finished"] for r in rows)
+    spent = [r["finished"] - r["started"] for r in rows]
+    return {
+        "ray_s": end - t0,
+        "steady": len(rows) / (last - first),
+        "startup_s": first - t0,
+        "tail_s": end - last,
+        "busy": sum(spent) / (workers * (last - first)),
+        "ray_sample_s": statistics.median(spent),
+        "rows": rows,
+    }
 
 
 def main(argv=None) -> dict:
@@ -109,11 +125,12 @@ def main(argv=None) -> dict:
             timed = {}
             for side in ("loop", "ray") if i % 2 == 0 else ("ray", "loop"):
                 if side == "loop":
-                    timed["loop_s"], loop_rows = _time_loop(tasks, tok, prep, settings)
-                else:
-                    timed["ray_s"], timed["steady"], ray_rows = _time_ray(
-                        tasks, path, prep, settings, args.workers
+                    timed["loop_s"], timed["loop_sample_s"], loop_rows = _time_loop(
+                        tasks, tok, prep, settings
                     )
+                else:
+                    timed |= _time_ray(tasks, tok, prep, settings, args.workers)
+                    ray_rows = timed.pop("rows")
             same = same and sorted(r["row"] for r in loop_rows) == sorted(r["row"] for r in ray_rows)
             timed |= {
                 "speedup_steady": timed["steady"] * timed["loop_s"] / n,
@@ -122,7 +139,9 @@ def main(argv=None) -> dict:
             pairs.append(timed)
             print(
                 f"pair {i + 1}/{args.pairs}: loop {n / timed['loop_s']:.2f} samples/s, Ray steady {timed['steady']:.2f}"
-                f" ({timed['speedup_steady']:.2f}x), end to end {n / timed['ray_s']:.2f} ({timed['speedup_end_to_end']:.2f}x)",
+                f" ({timed['speedup_steady']:.2f}x), end to end {n / timed['ray_s']:.2f} ({timed['speedup_end_to_end']:.2f}x);"
+                f" start-up {timed['startup_s']:.2f} s, tail {timed['tail_s']:.2f} s, actors busy {timed['busy']:.0%},"
+                f" {1000 * timed['ray_sample_s']:.0f} ms/sample in an actor vs {1000 * timed['loop_sample_s']:.0f} in the loop",
                 flush=True,
             )
     finally:
@@ -154,6 +173,12 @@ def main(argv=None) -> dict:
         f"speed-up steady: median {up_steady['median']:.2f}x (range {up_steady['min']:.2f}-{up_steady['max']:.2f}); "
         f"end to end: median {up_e2e['median']:.2f}x (range {up_e2e['min']:.2f}-{up_e2e['max']:.2f})"
     )
+    parts = {k: statistics.median(p[k] for p in pairs) for k in PARTS}
+    print(
+        f"where the steady speed-up goes (medians): {args.workers} actors x busy {parts['busy']:.2f} x loop/actor "
+        f"time per sample {parts['loop_sample_s'] / parts['ray_sample_s']:.2f}; end to end adds start-up "
+        f"{parts['startup_s']:.2f} s and tail {parts['tail_s']:.2f} s to a {n / steady:.2f} s steady run"
+    )
     print(
         f"tokens per sample: min {min(n_tokens)}  median {statistics.median(n_tokens)}  max {max(n_tokens)}"
     )
@@ -174,6 +199,7 @@ def main(argv=None) -> dict:
         vocab=args.vocab,
         tokens={"min": min(n_tokens), "median": statistics.median(n_tokens), "max": max(n_tokens)},
         identical_rows=same,
+        parts=parts,
         failed=n - len(ok),
         load_average={"before": load_before, "after": os.getloadavg()},
     )

@@ -45,6 +45,18 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 # Shapes from the published Qwen2.5 configs (vocab padded to 152064; qkv bias as in Qwen2; untied head).
 SHAPES = {
+    "0.5b": dict(  # the shape of the product-path run (bench/gpu/product_gpu.yaml): its bare-step baseline
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
     "7b": dict(
         hidden_size=3584,
         intermediate_size=18944,

@@ -91,8 +91,14 @@ def test_longctx_smoke(results):
 
 def test_gpu_benchmark_dry_run_through_run_sh(tmp_path):
     """The GPU script's CPU smoke mode, through run.sh as `make bench-gpu` calls it (tiny Qwen2 shape, 4-bit
-    NF4 + LoRA + PackedCausalLM on packed rows)."""
-    env = os.environ | {"DRY_RUN": "1", "MODELS": "tiny", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    NF4 + LoRA + PackedCausalLM on packed rows); the product path has its own (slow) test."""
+    env = os.environ | {
+        "DRY_RUN": "1",
+        "MODELS": "tiny",
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+        "PRODUCT": "0",
+    }
     proc = subprocess.run(
         ["bash", "bench/gpu/run.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
@@ -106,6 +112,56 @@ def test_gpu_benchmark_dry_run_through_run_sh(tmp_path):
     assert record["model_flops_per_step"] > 0
     assert all(math.isfinite(x) for x in record["losses"])
     assert (tmp_path / "log-tiny.txt").is_file()
+
+
+@pytest.mark.slow
+def test_gpu_product_path_dry_run_through_run_sh(tmp_path):
+    """`make bench-gpu`'s product path in its CPU mode: ray_jobs.synthesize and ray_jobs.train on
+    bench/gpu/product_gpu.yaml (demo sizes), then bench.gpu.product beside the bare step's JSON."""
+    env = os.environ | {"DRY_RUN": "1", "MODELS": "tiny", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", "bench/gpu/run.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "gpu_product_gpu-product.json").read_text())
+    assert record["steps"] == 4 and record["timed_steps"] == 2 and record["workers"] == 1
+    assert math.isfinite(record["value"]) and record["value"] > 0 and record["mfu"] is None
+    assert record["baseline"] is None  # no gpu_throughput_0.5b.json in a dry run (MODELS=tiny)
+    assert "product path gpu-product:" in (tmp_path / "log-product.txt").read_text()
+
+
+def test_product_summary_reads_the_last_attempt_per_worker(tmp_path):
+    """bench.gpu.product: tokens/s per worker (the logged figure counts all workers), the steps after
+    `skip`, the last attempt's start event for the stage's wall time; no step left to time is an error."""
+    from bench.gpu.product import summarize
+
+    def step(n, t, tps, mem):
+        return {
+            "step": n,
+            "time": t,
+            "tokens_per_s": tps,
+            "step_time_s": 1.0,
+            "packing_efficiency": 0.9,
+            "peak_mem_gb": mem,
+        }
+
+    rows = [
+        {"event": "start", "time": 100.0, "world_size": 2},
+        step(1, 101.0, 10.0, 1.0),
+        {"event": "start", "time": 200.0, "world_size": 2},  # a resumed attempt
+        step(2, 202.0, 400.0, 3.0),
+        step(3, 203.0, 800.0, 2.0),
+        step(4, 204.0, 600.0, 2.5),
+    ]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    got = summarize(metrics, skip=2)
+    assert got["tokens_per_s"] == 350.0  # median of 800 and 600, over 2 workers
+    assert got["timed_steps"] == 2 and got["steps"] == 4 and got["workers"] == 2
+    assert got["peak_mem_gb"] == 3.0 and got["mfu"] is None
+    assert got["stage_wall_s"] == 4.0  # from the last start event
+    with pytest.raises(ValueError, match="none after the first 9"):
+        summarize(metrics, skip=9)
 
 
 def test_run_all_reports_a_failure_with_exit_status(tmp_path, monkeypatch, capsys):
