@@ -63,6 +63,43 @@ def _time_loop(tasks, tok, prep, settings) -> tuple[float, float, list[dict]]:
     return time.perf_counter() - t0, statistics.median(r["finished"] - r["started"] for r in rows), rows
 
 
+_BARRIER = None  # set in each plain process by its pool's initializer
+
+
+def _keep_barrier(barrier) -> None:
+    global _BARRIER
+    _BARRIER = barrier
+
+
+def _plain_part(args) -> list[tuple[float, float]]:
+    """(started, finished) of each composition of one plain process's share (`--processes`); the processes
+    start composing together, once every one has its tokenizer (as the actors' steady span assumes)."""
+    part, spec, pools, settings = args
+    from data_gen.light_tokenizer import LightTokenizer
+    from data_gen.pipeline import compose_locally
+
+    tok = LightTokenizer.from_spec(spec)
+    _BARRIER.wait()
+    return [(r["started"], r["finished"]) for r in compose_locally(part, tok, pools, settings)]
+
+
+def _steady_processes(tasks, tok, prep, settings, workers: int) -> float:
+    """Steady-state samples/s of `workers` plain spawned processes (no Ray) composing an interleaved share of
+    `tasks` each, measured like the actors' (first composition's start to the last one's end): what this
+    machine's cores give any parallel composer (`--processes`)."""
+    import multiprocessing
+
+    from data_gen.light_tokenizer import spec_of
+
+    spec = spec_of(tok)
+    parts = [(tasks[i::workers], spec, prep.pools, settings) for i in range(workers)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_keep_barrier, initargs=(ctx.Barrier(workers),)) as pool:
+        spans = [t for part in pool.map(_plain_part, parts) for t in part]
+    assert len(spans) == len(tasks)
+    return len(spans) / (max(f for _, f in spans) - min(s for s, _ in spans))
+
+
 def _time_ray(tasks, tok, prep, settings, workers: int) -> dict:
     """The Ray Data actor pool, timed and taken apart: end-to-end seconds, steady-state samples/s (measured
     inside the actors: samples / (last composition's end - first composition's start)), start-up (call to
@@ -99,6 +136,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=2, help="Ray Data actors")
     parser.add_argument("--records", type=int, default=4000, help="built-in records (= distractor pool)")
     parser.add_argument(
+        "--processes", action="store_true", help="also time plain processes, no Ray (the cores' own speed-up)"
+    )
+    parser.add_argument(
         "--vocab",
         choices=("qwen", "bpe"),
         default="qwen",
@@ -131,6 +171,9 @@ def main(argv=None) -> dict:
                 else:
                     timed |= _time_ray(tasks, tok, prep, settings, args.workers)
                     ray_rows = timed.pop("rows")
+            if args.processes:
+                steady_plain = _steady_processes(tasks, tok, prep, settings, args.workers)
+                timed["speedup_processes"] = steady_plain * timed["loop_s"] / n
             same = same and sorted(r["row"] for r in loop_rows) == sorted(r["row"] for r in ray_rows)
             timed |= {
                 "speedup_steady": timed["steady"] * timed["loop_s"] / n,
@@ -174,6 +217,12 @@ def main(argv=None) -> dict:
         f"end to end: median {up_e2e['median']:.2f}x (range {up_e2e['min']:.2f}-{up_e2e['max']:.2f})"
     )
     parts = {k: statistics.median(p[k] for p in pairs) for k in PARTS}
+    plain = spread("speedup_processes") if args.processes else None
+    if plain:
+        print(
+            f"{args.workers} plain processes, no Ray, steady: median {plain['median']:.2f}x the loop "
+            f"(range {plain['min']:.2f}-{plain['max']:.2f})"
+        )
     print(
         f"where the steady speed-up goes (medians): {args.workers} actors x busy {parts['busy']:.2f} x loop/actor "
         f"time per sample {parts['loop_sample_s'] / parts['ray_sample_s']:.2f}; end to end adds start-up "
@@ -200,6 +249,7 @@ def main(argv=None) -> dict:
         tokens={"min": min(n_tokens), "median": statistics.median(n_tokens), "max": max(n_tokens)},
         identical_rows=same,
         parts=parts,
+        speedup_processes=plain,
         failed=n - len(ok),
         load_average={"before": load_before, "after": os.getloadavg()},
     )
