@@ -54,6 +54,14 @@ def actor_kind(actor: dict) -> str | None:
     return next((kind for kind, marker in KINDS if marker in label), None)
 
 
+def socket_owner(pid: int) -> str:
+    """The first 80 characters of `pid`'s command line, "?" when it cannot be read."""
+    try:
+        return " ".join(psutil.Process(pid).cmdline())[:80]
+    except psutil.Error:
+        return "?"
+
+
 class Watcher:
     """Samples the cluster; keeps everything it saw (times are seconds since `t0`)."""
 
@@ -136,12 +144,17 @@ class Watcher:
             self.sockets.add((ip, port))
             if headctl.is_loopback(ip):
                 continue
-            try:
-                title = " ".join(psutil.Process(pid).cmdline())[:80]
-            except psutil.Error:
-                title = "?"
-            target = self.rendezvous if "RayTrainWorker" in title else self.exposed
-            target.add((ip, port, pid, title))
+            self.classify((ip, port, pid), socket_owner(pid))
+
+    def classify(self, key: tuple[str, int, int], title: str) -> None:
+        """File one non-loopback socket (ip, port, pid) by its owner's command line. A socket first seen
+        while its owner's command line could not be read ("?": a process being born or reaped) and later
+        read as Ray Train's worker is the rendezvous store, not an exposed server (CI saw exactly that)."""
+        if "RayTrainWorker" in title:
+            self.rendezvous.add((*key, title))
+            self.exposed = {e for e in self.exposed if e[:3] != key}
+        elif not any(r[:3] == key for r in self.rendezvous):
+            self.exposed.add((*key, title))
 
     # ---- the loop body -----------------------------------------------------------------------------------
     def poll(self, scrape_every: float = 5.0) -> dict[str, int]:

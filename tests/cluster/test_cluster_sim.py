@@ -247,6 +247,23 @@ def _clean_copy(dest: Path) -> Path:
 
 
 @pytest.mark.timeout(1500)
+def test_a_socket_read_before_its_owner_is_filed_by_the_later_reading(tmp_path):
+    """The CI failure: the training worker's TCPStore was first seen while its command line could not be read
+    ("?") and counted as an exposed Ray server; a later reading names Ray Train's worker and refiles it. A
+    socket whose owner is never read stays exposed (the cautious side)."""
+    w = watch.Watcher(tmp_path, "http://127.0.0.1:1", {})
+    store, other = ("::", 44463, 18432), ("0.0.0.0", 8000, 99)
+    w.classify(store, "?")
+    w.classify(other, "?")
+    assert {e[:3] for e in w.exposed} == {store, other}
+    w.classify(store, "ray::RayTrainWorker.__init__")
+    w.classify(store, "?")  # read again while the worker exits: stays filed as the rendezvous store
+    assert {e[:3] for e in w.exposed} == {other}
+    assert w.rendezvous == {(*store, "ray::RayTrainWorker.__init__")}
+    assert "python" in watch.socket_owner(os.getpid())  # this test's own command line
+    assert watch.socket_owner(2**22 + 12345) == "?"  # no such process
+
+
 def test_make_cluster_sim_on_a_clean_clone():
     base = Path(tempfile.mkdtemp(prefix="lcx-simt-", dir="/tmp"))
     clone = _clean_copy(base / "clone")
