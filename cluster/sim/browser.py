@@ -190,20 +190,17 @@ def shoot(
 
 
 def _end_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the browser's process group, SIGKILL what is left after 15 s."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+    """SIGTERM the browser's process group (SIGKILL after 15 s), then SIGKILL any helper still in it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+            break
         except ProcessLookupError:
             return
-        try:
-            proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-        # the leader is gone; give its helpers the same signal once more and a moment to exit
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        time.sleep(0.5)
-        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # helpers outlive the browser by a moment
+    except ProcessLookupError:
+        pass
