@@ -189,12 +189,15 @@ def middle_slots(n_docs: int) -> list[int]:
     return [s for s in range(n_docs) if abs(s - centre) == best]
 
 
-def place_golds(n_docs: int, n_golds: int, spec: PositionSpec, first_fixed: float | None, rng) -> list[int]:
+def place_golds(
+    n_docs: int, n_golds: int, spec: PositionSpec, first_fixed: float | Sequence[float] | None, rng
+) -> list[int]:
     """Distinct 0-based slots (one per gold, in gold order) for `n_golds` gold documents among `n_docs`.
 
     Defined for every 0 <= n_golds <= n_docs (n_docs >= 1 when n_golds > 0), including contexts where only
     the gold document(s) fit:
-    - `first_fixed` (a fraction) pins the first gold at round(first_fixed * (n_docs - 1));
+    - `first_fixed` (a fraction) pins the first gold at round(first_fixed * (n_docs - 1)); a sequence of
+      fractions pins gold i at its i-th fraction (golds past its end follow `spec`);
     - kind `fixed`: every gold wants round(fixed * (n_docs - 1));
     - kind `middle`: with probability `middle_weight` a gold draws from the free `middle_slots(n_docs)`
       (all of them when every middle slot is taken: it then moves to the nearest free slot), else uniform;
@@ -206,9 +209,10 @@ def place_golds(n_docs: int, n_golds: int, spec: PositionSpec, first_fixed: floa
         raise ValueError(f"place_golds: cannot place {n_golds} gold documents among {n_docs} slots")
     slots: list[int] = []
     middle = middle_slots(n_docs)
+    pinned = [first_fixed] if isinstance(first_fixed, (int, float)) else list(first_fixed or [])
     for g in range(n_golds):
-        if g == 0 and first_fixed is not None:
-            want = round(first_fixed * (n_docs - 1))
+        if g < len(pinned):
+            want = round(pinned[g] * (n_docs - 1))
         elif spec.kind == "fixed":
             want = round(spec.fixed * (n_docs - 1))
         elif spec.kind == "middle" and rng.random() < spec.middle_weight:
@@ -351,7 +355,7 @@ def compose_sample(
     *,
     target_tokens: int,
     answer_style: AnswerStyle,
-    gold_position: float | None = None,
+    gold_position: float | Sequence[float] | None = None,
     positions: PositionSpec | None = None,
     seed: int,
     sample_id: str = "sample",
@@ -362,7 +366,8 @@ def compose_sample(
     """One long sample: `records` as consecutive QA turns over one numbered context (see module docstring).
 
     `gold_position`: None = draw from `positions` (default uniform); a fraction in [0, 1] = put the first
-    gold document at round(frac * (n_docs - 1)) exactly. `evidences` default to `locate_evidence(record)`.
+    gold document at round(frac * (n_docs - 1)) exactly; a sequence of fractions = one per gold document, in
+    record order (a taken slot moves to the nearest free one, see `place_golds`). `evidences` default to `locate_evidence(record)`.
     Raises `ComposeError` (or `EvidenceError`) with a quarantine reason when the records cannot make a
     sample: `document_too_long` (the gold documents and turns alone exceed the cap), `token_target_missed`
     (the pool holds too little text to reach the floor, or `max_tokens` is below it), `empty_context` (an
@@ -370,7 +375,8 @@ def compose_sample(
     """
     if not records:
         raise ValueError("compose_sample needs at least one record")
-    if gold_position is not None and not 0.0 <= gold_position <= 1.0:
+    fracs = [gold_position] if isinstance(gold_position, (int, float)) else list(gold_position or [])
+    if any(not 0.0 <= f <= 1.0 for f in fracs):
         raise ValueError(f"gold_position must be in [0, 1], got {gold_position}")
     lang = records[0].lang
     pool = (

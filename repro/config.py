@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -78,6 +78,12 @@ class ToyBaseConfig(Section):
         description="Unset: base samples place the gold document uniformly (the composer's default). A value a: "
         "its position (fraction of the document list) is drawn from Beta(a, a); a < 1 is U-shaped, the bias of "
         "natural text that evidence sits near the start and the end, which makes a base lose the middle.",
+    )
+    gold_beta_scope: Literal["every", "first"] = Field(
+        "every",
+        description="Which gold documents of a multi-question base sample gold_beta places: every one (golds "
+        "fill the list from its edges inward) or only the first (the rest uniform; with 2-6 questions among ~8 "
+        "documents that left most golds unbiased). Ignored while gold_beta is unset.",
     )
     batch_size: int = Field(16, ge=1, description="Samples per optimizer step.")
     max_steps: int = Field(4000, ge=1, description="Upper bound on optimizer steps.")

@@ -17,6 +17,10 @@ _RECIPE_VERSION = 2  # bump when the build changes in a way the config does not 
 DIAGNOSIS_FILE = "diagnosis.json"
 
 
+def _beta_on_first_only(cfg: ReproConfig) -> bool:
+    return cfg.repro.base.gold_beta_scope == "first"
+
+
 def base_fingerprint(cfg: ReproConfig) -> str:
     """Hash of everything the toy base depends on: its recipe, the world's shape, and the held-out split
     (eval fraction, arm seeds)."""
@@ -27,7 +31,9 @@ def base_fingerprint(cfg: ReproConfig) -> str:
         "base": cfg.repro.base.model_dump(
             mode="json",
             exclude={"threads", "time_budget_min"}
-            | ({"gold_beta"} if cfg.repro.base.gold_beta is None else set()),
+            | ({"gold_beta"} if cfg.repro.base.gold_beta is None else set())
+            # the scope joined the recipe later: "first" (the old behaviour) and unused keep their hashes
+            | ({"gold_beta_scope"} if cfg.repro.base.gold_beta is None or _beta_on_first_only(cfg) else set()),
         ),
         "world": cfg.data.source.builtin.model_dump(mode="json"),
         "eval_fraction": cfg.data.eval_fraction,

@@ -28,10 +28,17 @@ def encode_chat(tokenizer, messages: Sequence[dict[str, str]], prompt_weight: fl
 
 
 def compose_base_sample(
-    world: World, tokenizer, target: int, style: str, n_records: int, seed: int, gold: float | None = None
+    world: World,
+    tokenizer,
+    target: int,
+    style: str,
+    n_records: int,
+    seed: int,
+    gold: float | Sequence[float] | None = None,
 ):
     """One base sample (`LongSample`) of `n_records` questions of `world` at about `target` tokens; `gold`:
-    the first gold document's position as a fraction of the document list (None: the composer draws it)."""
+    the first gold document's position as a fraction of the document list, or one per gold (None: the
+    composer draws them)."""
     from data_gen.compose import compose_sample
 
     rng = rng_for(seed, "records")
@@ -46,6 +53,17 @@ def compose_base_sample(
         seed=seed,
         sample_id=str(seed),
     )
+
+
+def gold_fractions(rng: random.Random, b: ToyBaseConfig, n: int) -> float | list[float] | None:
+    """Where the gold documents of an `n`-question base sample go (fractions of the document list): None
+    (uniform) unless gold_beta is set; then one Beta(gold_beta, gold_beta) draw for the first gold
+    (scope "first") or one per gold (scope "every"). Drawn only when set, so other recipes keep their rows."""
+    if not b.gold_beta:
+        return None
+    if b.gold_beta_scope == "first":
+        return rng.betavariate(b.gold_beta, b.gold_beta)
+    return [rng.betavariate(b.gold_beta, b.gold_beta) for _ in range(n)]
 
 
 def curriculum_max(b: ToyBaseConfig, step: int) -> int:
@@ -69,7 +87,7 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
         style = rng.choices(styles, weights)[0]
         n = rng.randint(*b.records_per_sample)
         seed = rng.getrandbits(62)
-        gold = rng.betavariate(b.gold_beta, b.gold_beta) if b.gold_beta else None  # drawn only when set
+        gold = gold_fractions(rng, b, n)
         while n >= 1:
             try:
                 samples.append(compose_base_sample(world, tokenizer, target, style, n, seed, gold))

@@ -171,6 +171,15 @@ def test_multiple_golds_get_distinct_slots():
         assert len(set(slots)) == 2 and slots[0] == round(0.5 * (n_docs - 1))
 
 
+def test_one_pinned_fraction_per_gold():
+    """A sequence pins gold i at its i-th fraction; a taken slot moves to the nearest free one (the later on
+    a tie); golds past the sequence follow the spec."""
+    rng = rng_for("pinned", 0)
+    assert place_golds(10, 3, PositionSpec("uniform"), [0.0, 1.0, 0.0], rng) == [0, 9, 1]
+    assert place_golds(10, 2, PositionSpec("fixed", fixed=0.5), [1.0], rng) == [9, round(0.5 * 9)]
+    assert place_golds(1, 1, PositionSpec("uniform"), [0.7, 0.2], rng) == [0]
+
+
 def test_hotpot_two_gold_documents_and_chinese_squad(world, pool, tok):
     from pathlib import Path
 

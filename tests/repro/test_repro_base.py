@@ -287,28 +287,40 @@ def test_replace_dir_swaps_and_keeps_the_old_folder_when_the_rename_fails(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
 
 
+def _base_samples(overrides: list[str], steps: range):
+    """(cfg, tokenizer, held-out questions, base samples of `steps`) of the preset with `overrides`."""
+    from longctx_core.tiny import train_tokenizer
+    from repro.base.model import tokenizer_texts
+    from repro.base.samples import batch_for_step
+    from repro.base.worlds import base_worlds, heldout_questions
+    from repro.config import load_repro_config
+
+    cfg = load_repro_config(PRESET, overrides)
+    excluded = heldout_questions(cfg)
+    tok = train_tokenizer(tokenizer_texts(cfg, excluded), cfg.repro.base.vocab_size)
+    worlds, _ = base_worlds(cfg, tok, excluded)
+    return (
+        cfg,
+        tok,
+        excluded,
+        [s for step in steps for s in batch_for_step(worlds, tok, cfg.repro.base, step)],
+    )
+
+
 def test_u_shaped_gold_positions_and_the_recipe_hash():
     """repro.base.gold_beta=0.3 puts the gold document of base samples near the start or the end far more
     often than in the middle half (Beta(0.3, 0.3): ~22% in [.25, .75]; uniform slots: ~50%), measured on the
     preset's base at L0, one question per sample; unset, the recipe hash is the one bases built before the
     knob have (their cache stays valid)."""
-    from longctx_core.tiny import train_tokenizer
     from repro.base.cache import base_fingerprint
-    from repro.base.model import tokenizer_texts
-    from repro.base.samples import batch_for_step
     from repro.base.validate import validation_prompts
-    from repro.base.worlds import base_worlds, heldout_questions
+    from repro.base.worlds import base_worlds
     from repro.config import load_repro_config
 
     middle = {}
     for name, extra in (("u", ["repro.base.gold_beta=0.3"]), ("uniform", [])):
-        cfg = load_repro_config(
-            PRESET, [*extra, "repro.base.batch_size=32", "repro.base.records_per_sample=[1, 1]"]
-        )
-        excluded = heldout_questions(cfg)
-        tok = train_tokenizer(tokenizer_texts(cfg, excluded), cfg.repro.base.vocab_size)
-        worlds, _ = base_worlds(cfg, tok, excluded)
-        samples = [s for step in range(3000, 3004) for s in batch_for_step(worlds, tok, cfg.repro.base, step)]
+        overrides = [*extra, "repro.base.batch_size=32", "repro.base.records_per_sample=[1, 1]"]
+        cfg, tok, excluded, samples = _base_samples(overrides, range(3000, 3004))
         fractions = [s.gold_positions[0] / (s.n_docs - 1) for s in samples if s.n_docs >= 3]
         assert len(fractions) >= 60, len(fractions)
         middle[name] = sum(0.25 <= f <= 0.75 for f in fractions) / len(fractions)
@@ -323,3 +335,31 @@ def test_u_shaped_gold_positions_and_the_recipe_hash():
     assert middle["u validation"] < 0.35 and middle["uniform validation"] > 0.4, middle
     assert middle["u hash"] != middle["uniform hash"]
     assert load_repro_config(PRESET).repro.base.model_dump()["gold_beta"] is None  # left out of the hash
+
+
+def test_gold_beta_places_every_gold_of_a_multi_question_sample():
+    """Scope "every" (the default) draws one Beta(0.3, 0.3) fraction per gold, so the golds of a 2-question
+    sample (here at 768 tokens, 8+ documents) fill the list from its edges inward (23% of golds in the
+    middle half, measured); scope "first" biased only the first gold and left the others
+    uniform (41%). Both scopes hash differently (a base built with "first" keeps its cache)."""
+    from repro.base.cache import base_fingerprint
+    from repro.config import load_repro_config
+
+    share, hashes = {}, {}
+    for scope in ("every", "first"):
+        overrides = [
+            "repro.base.gold_beta=0.3",
+            f"repro.base.gold_beta_scope={scope}",
+            "repro.base.batch_size=48",
+            "repro.base.records_per_sample=[2, 2]",
+            "repro.base.context=768",
+        ]
+        cfg, _, _, samples = _base_samples(overrides, range(3000, 3003))
+        fracs = [p / (s.n_docs - 1) for s in samples if s.n_docs >= 8 for p in s.gold_positions]
+        assert len(fracs) >= 60, (len(fracs), [s.n_docs for s in samples])
+        share[scope] = sum(0.25 <= f <= 0.75 for f in fracs) / len(fracs)
+        hashes[scope] = base_fingerprint(cfg)
+    assert share["every"] < share["first"] - 0.1, share
+    legacy = load_repro_config(PRESET, ["repro.base.gold_beta=0.3"]).repro.base.model_dump(mode="json")
+    assert hashes["first"] != hashes["every"]
+    assert legacy["gold_beta_scope"] == "every"
