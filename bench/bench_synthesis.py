@@ -25,6 +25,7 @@ import statistics
 import time
 
 from bench.common import command_line, print_table, write_result
+from bench.cpu_share import ROLES, CpuSampler
 from bench.fixtures import plan_tasks
 
 logger = logging.getLogger(__name__)
@@ -107,15 +108,18 @@ def _time_ray(tasks, tok, prep, settings, workers: int) -> dict:
     end to the last row in the driver), the actors' busy fraction over the steady span, and the median
     seconds one composition takes inside an actor. Steady speed-up = workers x busy x (loop's seconds per
     sample / an actor's): idle actors and slower compositions (cores shared with Ray's own processes) are
-    the two ways it falls short of `workers`."""
+    the two ways it falls short of `workers`. `cores`: the cores each role used over the steady span
+    (`bench.cpu_share`): what the actors got, and what the driver and Ray's own processes took."""
     from data_gen.pipeline import compose_on_ray
 
     t0 = time.time()
-    rows = list(compose_on_ray(tasks, tok, prep.pools, settings, workers, batch_size=2))
+    with CpuSampler() as cpu:
+        rows = list(compose_on_ray(tasks, tok, prep.pools, settings, workers, batch_size=2))
     end = time.time()
     first, last = min(r["started"] for r in rows), max(r["finished"] for r in rows)
     spent = [r["finished"] - r["started"] for r in rows]
     return {
+        "cores": cpu.cores(first, last),
         "ray_s": end - t0,
         "steady": len(rows) / (last - first),
         "startup_s": first - t0,
@@ -124,6 +128,10 @@ def _time_ray(tasks, tok, prep, settings, workers: int) -> dict:
         "ray_sample_s": statistics.median(spent),
         "rows": rows,
     }
+
+
+def _cores_line(cores: dict[str, float]) -> str:
+    return ", ".join(f"{role} {cores[role]:.2f}" for role in ROLES) + f" (sum {sum(cores.values()):.2f})"
 
 
 def main(argv=None) -> dict:
@@ -187,6 +195,7 @@ def main(argv=None) -> dict:
                 f" {1000 * timed['ray_sample_s']:.0f} ms/sample in an actor vs {1000 * timed['loop_sample_s']:.0f} in the loop",
                 flush=True,
             )
+            print(f"  cores used over the steady span: {_cores_line(timed['cores'])}", flush=True)
     finally:
         if started:
             ray.shutdown()
@@ -228,6 +237,8 @@ def main(argv=None) -> dict:
         f"time per sample {parts['loop_sample_s'] / parts['ray_sample_s']:.2f}; end to end adds start-up "
         f"{parts['startup_s']:.2f} s and tail {parts['tail_s']:.2f} s to a {n / steady:.2f} s steady run"
     )
+    cores_used = {r: statistics.median(p["cores"][r] for p in pairs) for r in ROLES}
+    print(f"cores used over the steady span (medians): {_cores_line(cores_used)}")
     print(
         f"tokens per sample: min {min(n_tokens)}  median {statistics.median(n_tokens)}  max {max(n_tokens)}"
     )
@@ -249,6 +260,7 @@ def main(argv=None) -> dict:
         tokens={"min": min(n_tokens), "median": statistics.median(n_tokens), "max": max(n_tokens)},
         identical_rows=same,
         parts=parts,
+        cores_used=cores_used,
         speedup_processes=plain,
         failed=n - len(ok),
         load_average={"before": load_before, "after": os.getloadavg()},
