@@ -120,6 +120,37 @@ def arm_pairs(arms: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+U_GAP = (
+    10.0  # percentage points the middle must trail the edges by for a curve to count as lost-in-the-middle
+)
+
+
+def curve_shape(rows: list[dict], models: list[str], length: int, positions: list[float], b: int) -> dict:
+    """{model: {"edges", "middle", "edges - middle", "loses_the_middle"}} at `length`: exact match at the
+    first and last positions together, in the middle ones, and their paired difference (bootstrap over the
+    same units). A model loses the middle when the difference is at least `U_GAP` points and the two
+    intervals do not overlap (the middle's upper bound below the edges' lower bound)."""
+    edges = [positions.index(min(positions)), positions.index(max(positions))]
+    middle = position_columns(positions).get("middle", [])
+    out = {}
+    for model in models:
+        units, matrix = score_matrix(rows, model, length, positions)
+        if not len(matrix) or not middle or edges[0] == edges[1]:
+            continue
+        seeds = [s for s, _ in units]
+        e = bootstrap_interval(matrix, edges, b, 0, seeds)
+        m = bootstrap_interval(matrix, middle, b, 0, seeds)
+        per_unit = np.nanmean(matrix[:, edges], axis=1) - np.nanmean(matrix[:, middle], axis=1)
+        d = bootstrap_interval(per_unit[:, None], [0], b, 0, seeds)
+        out[model] = {
+            "edges": e,
+            "middle": m,
+            "edges - middle": d,
+            "loses_the_middle": bool(100 * d["mean"] >= U_GAP and m["hi"] < e["lo"]),
+        }
+    return out
+
+
 def rate_by_model(rows: list[dict], task: str, length: int, key: str) -> dict[str, float]:
     """Mean of `key` per model over the `task` rows at `length`."""
     sums: dict[str, list[float]] = {}
@@ -143,6 +174,7 @@ def analyse(cfg: ReproConfig, rows: list[dict]) -> dict:
         "models": models,
         "accuracy": {str(n): accuracy_table(rows, models, n, positions, resamples) for n in lengths},
     }
+    out["curve"] = {str(n): curve_shape(rows, models, n, positions, resamples) for n in lengths}
     pairs = [(arm, "base") for arm in cfg.repro.arms] + arm_pairs(list(cfg.repro.arms))
     out["differences"] = {
         f"{a} - {b}": difference_table(rows, a, b, long_len, positions, resamples) for a, b in pairs

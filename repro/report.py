@@ -11,7 +11,7 @@ from pathlib import Path
 from longctx_core.config import run_dir
 from longctx_core.eval.markdown import markdown_table
 from longctx_core.plotting import pyplot
-from repro.analysis import MIDDLE, analyse, load_rows, position_columns
+from repro.analysis import MIDDLE, U_GAP, analyse, load_rows, position_columns
 from repro.config import ReproConfig
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def render_report(
         lines += markdown_table(
             ["model", *groups], [[m, *(_ci(t.get(g)) for g in groups)] for m, t in table.items()]
         )
+    lines += curve_lines(analysis)
     lines += ["", f"## Differences at {analysis['long_length']} tokens (paired, percentage points)", ""]
     diffs = analysis["differences"]
     lines += markdown_table(
@@ -112,6 +113,34 @@ def render_report(
         ]
     lines += ["", "![accuracy by position](plots/accuracy_by_position.png)", ""]
     return "\n".join(lines)
+
+
+def curve_lines(analysis: dict) -> list[str]:
+    """Does each model lose the middle at the extended length? Edges (first and last position) against the
+    middle, their paired difference, and the verdict of `curve_shape`."""
+    length = analysis["long_length"]
+    curve = analysis.get("curve", {}).get(str(length))
+    if not curve:
+        return []
+    lines = [
+        "",
+        f"## Does a model lose the middle at {length} tokens?",
+        "",
+        f"Edges = the first and last gold positions together. A curve counts as lost-in-the-middle when the "
+        f"middle trails the edges by at least {U_GAP:g} points and the two intervals do not overlap.",
+        "",
+    ]
+    rows = [
+        [
+            m,
+            _ci(c["edges"]),
+            _ci(c["middle"]),
+            _ci(c["edges - middle"], True),
+            "yes" if c["loses_the_middle"] else "no",
+        ]
+        for m, c in curve.items()
+    ]
+    return lines + markdown_table(["model", "edges", "middle", "edges - middle", "loses the middle"], rows)
 
 
 def diagnosis_lines(d: dict) -> list[str]:

@@ -33,7 +33,9 @@ def base_fingerprint(cfg: ReproConfig) -> str:
             exclude={"threads", "time_budget_min"}
             | ({"gold_beta"} if cfg.repro.base.gold_beta is None else set())
             # the scope joined the recipe later: "first" (the old behaviour) and unused keep their hashes
-            | ({"gold_beta_scope"} if cfg.repro.base.gold_beta is None or _beta_on_first_only(cfg) else set()),
+            | (
+                {"gold_beta_scope"} if cfg.repro.base.gold_beta is None or _beta_on_first_only(cfg) else set()
+            ),
         ),
         "world": cfg.data.source.builtin.model_dump(mode="json"),
         "eval_fraction": cfg.data.eval_fraction,

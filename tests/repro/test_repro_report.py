@@ -134,6 +134,12 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert "paraphrase - plain in the middle: +100.0 [+100.0, +100.0] points, better" in text
     assert "| paraphrase | 100.0 [100.0, 100.0]" in text and "Command: `make repro`" in text
     assert "reached the 85% target" in text
+    # The curve's shape: base and plain hold the edges only (a U at its deepest), paraphrase is flat.
+    curve = data["curve"]["976"]
+    assert curve["base"]["loses_the_middle"] and curve["plain"]["loses_the_middle"]
+    assert curve["base"]["edges - middle"]["mean"] == 1.0 and not curve["paraphrase"]["loses_the_middle"]
+    assert "| base | 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] | +100.0 [+100.0, +100.0] | yes |" in text
+    assert "| paraphrase | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | +0.0 [+0.0, +0.0] | no |" in text
     # Without an explicit command the report names the run's resolved config, which reproduces it.
     text = write_report(cfg, lost_in_the_middle, base).read_text()
     assert f"Command: `python -m ray_jobs.repro --config {tmp_path / 'r' / 'config.yaml'}`" in text
@@ -146,3 +152,28 @@ def test_verdict_says_when_an_interval_contains_zero():
     assert "not distinguishable (interval contains 0)" in verdict(diffs)
     diffs = {"plain - base": {"middle": {"mean": -0.1, "lo": -0.15, "hi": -0.05, "n": 300}}}
     assert "worse (interval below 0)" in verdict(diffs)
+
+
+def test_a_shallow_or_overlapping_dip_is_not_lost_in_the_middle():
+    """Middle 8 points below the edges (under the 10-point bar) is not a U; 30 points below with intervals
+    apart is."""
+    from repro.analysis import curve_shape
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for q in range(300):
+        for pos in POSITIONS:
+            edge = pos in (0.0, 1.0)
+            rows.append(
+                _qa_row("shallow", q, 976, pos, rng.random() < (0.50 if edge else 0.42))
+                | {"seed": 0, "record": str(q)}
+            )
+            rows.append(
+                _qa_row("deep", q, 976, pos, rng.random() < (0.60 if edge else 0.30))
+                | {"seed": 0, "record": str(q)}
+            )
+    curve = curve_shape(rows, ["shallow", "deep"], 976, POSITIONS, 500)
+    assert not curve["shallow"]["loses_the_middle"], curve["shallow"]
+    assert curve["deep"]["loses_the_middle"], curve["deep"]
+    d = curve["deep"]["edges - middle"]
+    assert 0.2 < d["mean"] < 0.4 and d["lo"] > 0.1
