@@ -150,6 +150,12 @@ class ReproSection(Section):
         default_factory=lambda: [0],
         description="QLoRA seeds per arm (run.seed of each arm's synthesis and training): spread across seeds.",
     )
+    base_per_seed: bool = Field(
+        True,
+        description="Each seed gets its own toy base (repro.base.seed = the seed, trained without that seed's "
+        "held-out questions only), so the seeds' spread includes the base build's; false: one base for every "
+        "seed (built without any seed's held-out questions).",
+    )
     arms: dict[str, dict[str, float]] = Field(
         default_factory=_default_arms,
         description="QLoRA arms: name -> data.answer_styles. Arms of one seed share records, budget and seed.",
@@ -225,3 +231,14 @@ def _held_out_count(records, eval_fraction: float, seed: int) -> int:
     from data_gen.split import split_of
 
     return sum(split_of(r.id, eval_fraction, seed) == "eval" for r in records)
+
+
+def seed_config(cfg: ReproConfig, seed: int) -> ReproConfig:
+    """The single-seed reproduction of `seed` within `cfg`: with `repro.base_per_seed` its own toy base
+    (`repro.base.seed` = seed) held out from the evaluation split of that seed alone; otherwise `cfg`."""
+    if not cfg.repro.base_per_seed or cfg.repro.seeds == [seed] == [cfg.repro.base.seed]:
+        return cfg
+    repro = cfg.repro.model_copy(
+        update={"seeds": [seed], "base": cfg.repro.base.model_copy(update={"seed": seed})}
+    )
+    return cfg.model_copy(update={"repro": repro, "run": cfg.run.model_copy(update={"seed": seed})})

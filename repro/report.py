@@ -56,24 +56,31 @@ def plot_positions(analysis: dict, out: Path) -> Path:
     return out
 
 
-def render_report(
-    cfg: ReproConfig, analysis: dict, base: dict, command: str, diagnosis: dict | None = None
-) -> str:
-    """report.md: the base build, accuracy by position per length, the differences that carry the claim,
-    quote faithfulness and passkey; every accuracy with its 95% bootstrap interval (over questions, and over
-    seeds too when there are several)."""
+def base_line(cfg: ReproConfig, base: dict, seed: int | None = None) -> str:
+    """One toy base's build in a sentence: size, steps, minutes, validation, target reached or not."""
+    ok = "reached" if base.get("reached_target") else "DID NOT reach"
+    who = f"Toy base (seed {seed})" if seed is not None else "Toy base"
+    return (
+        f"{who}: {base['parameters'] / 1e6:.2f}M-parameter Qwen2 trained at L0 = {cfg.repro.base.context} tokens "
+        f"for {base['steps']} steps ({base['minutes']:.1f} min, cached); in-distribution validation exact match "
+        f"{100 * base['validation_accuracy']:.1f}% on {base['validation_questions']} fresh-world questions — {ok} "
+        f"the {100 * cfg.repro.base.target_accuracy:.0f}% target."
+    )
+
+
+def render_report(cfg: ReproConfig, analysis: dict, bases: dict[int, dict], command: str) -> str:
+    """report.md: the base build(s), accuracy by position per length, the curve's shape, the differences
+    that carry the claim, quote faithfulness and passkey; every accuracy with its 95% bootstrap interval
+    (over questions, and over seeds too when there are several). `bases`: see `write_report`."""
     groups = _groups(analysis["positions"])
     seeds = ", ".join(str(s) for s in cfg.repro.seeds)
-    ok = "reached" if base.get("reached_target") else "DID NOT reach"
+    one = len(bases) == 1
     lines = [
         "# Toy-scale reproduction: paraphrase-the-original-text vs lost in the middle",
         "",
         f"Command: `{command}`",
         "",
-        f"Toy base: {base['parameters'] / 1e6:.2f}M-parameter Qwen2 trained at L0 = {cfg.repro.base.context} tokens "
-        f"for {base['steps']} steps ({base['minutes']:.1f} min, cached); in-distribution validation exact match "
-        f"{100 * base['validation_accuracy']:.1f}% on {base['validation_questions']} fresh-world questions — {ok} "
-        f"the {100 * cfg.repro.base.target_accuracy:.0f}% target.",
+        *(base_line(cfg, info["summary"], None if one else seed) for seed, info in bases.items()),
         f"Extension: RoPE {cfg.model.rope.type} x{cfg.repro.length_factor}. Arms (QLoRA, seeds {seeds}): "
         + ", ".join(f"{a} = {m}" for a, m in cfg.repro.arms.items())
         + f"; {cfg.data.num_samples} samples and {cfg.train.max_steps} steps each, same records and seed.",
@@ -85,8 +92,9 @@ def render_report(
         )
         + f"]; positions are fractions of the document list; middle = positions in [{MIDDLE[0]}, {MIDDLE[1]}].",
     ]
-    if diagnosis:
-        lines += ["", *diagnosis_lines(diagnosis)]
+    for seed, info in bases.items():
+        if info.get("diagnosis"):
+            lines += ["", *diagnosis_lines(info["diagnosis"], None if one else seed)]
     for length in analysis["lengths"]:
         table = analysis["accuracy"][str(length)]
         lines += ["", f"## Accuracy by gold position, {length}-token prompts", ""]
@@ -143,10 +151,11 @@ def curve_lines(analysis: dict) -> list[str]:
     return lines + markdown_table(["model", "edges", "middle", "edges - middle", "loses the middle"], rows)
 
 
-def diagnosis_lines(d: dict) -> list[str]:
+def diagnosis_lines(d: dict, seed: int | None = None) -> list[str]:
     """The toy base's validation broken down (`repro.base.validate.diagnose`): per question type, and document lookup."""
+    who = f"The toy base of seed {seed}" if seed is not None else "The toy base"
     lines = [
-        f"## The toy base at L0, by question type ({d['questions']} fresh validation questions, no extension)",
+        f"## {who} at L0, by question type ({d['questions']} fresh validation questions, no extension)",
         "",
         f"Exact match {100 * d['exact_match']:.1f}%. Replies naming a document: "
         f"{100 * d['replies_naming_a_document']:.1f}%; naming the gold document: "
@@ -182,10 +191,11 @@ def verdict(diffs: dict) -> str:
 
 
 def write_report(
-    cfg: ReproConfig, eval_dirs: dict[int, Path], base_info: dict, command: str | None = None
+    cfg: ReproConfig, eval_dirs: dict[int, Path], bases: dict[int, dict], command: str | None = None
 ) -> Path:
     """Analyse every seed's predictions and write report.md, repro.json and plots/ into the run folder;
-    returns the report's path."""
+    `bases`: each base's info (`read_base_info` + "diagnosis") by the seed that built it (one entry when
+    the seeds share a base). Returns the report's path."""
     root = run_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
     analysis = analyse(cfg, load_rows(eval_dirs))
@@ -193,10 +203,10 @@ def write_report(
     command = command or f"python -m ray_jobs.repro --config {root / 'config.yaml'}"
     plot_positions(analysis, root / "plots" / "accuracy_by_position.png")
     report = root / "report.md"
-    report.write_text(render_report(cfg, analysis, base_info["summary"], command, base_info.get("diagnosis")))
+    report.write_text(render_report(cfg, analysis, bases, command))
     dump = {
         "analysis": analysis,
-        "base": base_info,
+        "bases": {str(seed): info for seed, info in bases.items()},
         "eval_dirs": {str(s): str(d) for s, d in eval_dirs.items()},
     }
     (root / "repro.json").write_text(json.dumps(dump, indent=2))

@@ -12,7 +12,7 @@ import logging
 import time
 
 from repro.arms import run_seed
-from repro.config import ReproConfig, check_repro_config
+from repro.config import ReproConfig, check_repro_config, seed_config
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ def check_base_quality(cfg: ReproConfig, base: dict) -> None:
 
 
 def run_repro(cfg: ReproConfig) -> dict:
-    """The whole reproduction (or only the toy base with `repro.only_base`); returns the summary."""
+    """The whole reproduction (or only the toy bases with `repro.only_base`); returns the summary. With
+    `repro.base_per_seed` every seed builds (or reuses) its own base; a seed whose base misses its target
+    stops the run before any arm trains, unless `repro.allow_weak_base` (the report then says which)."""
     from longctx_core.runs import prepare_run_dir
     from repro.base.cache import base_diagnosis, ensure_toy_base
     from repro.base.checkpoint import read_base_info
@@ -41,16 +43,31 @@ def run_repro(cfg: ReproConfig) -> dict:
     check_repro_config(cfg)
     prepare_run_dir(cfg, "repro")
     started = time.monotonic()
-    # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
-    base_dir = ensure_toy_base(cfg, resume=cfg.repro.only_base or not cfg.repro.allow_weak_base)
-    info = read_base_info(base_dir)
-    info["diagnosis"] = base_diagnosis(cfg, base_dir)
-    summary: dict = {"base_dir": str(base_dir), "base": info["summary"], "diagnosis": info["diagnosis"]}
+    bases: dict[int, tuple[ReproConfig, object, dict]] = {}
+    for seed in cfg.repro.seeds if cfg.repro.base_per_seed else cfg.repro.seeds[:1]:
+        scfg = seed_config(cfg, seed)
+        # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
+        base_dir = ensure_toy_base(scfg, resume=cfg.repro.only_base or not cfg.repro.allow_weak_base)
+        info = read_base_info(base_dir)
+        info["diagnosis"] = base_diagnosis(scfg, base_dir)
+        bases[seed] = (scfg, base_dir, info)
+    first = next(iter(bases.values()))
+    summary: dict = {
+        "base_dir": str(first[1]),
+        "base": first[2]["summary"],
+        "diagnosis": first[2]["diagnosis"],
+        "bases": {seed: {"dir": str(d), "summary": i["summary"]} for seed, (_, d, i) in bases.items()},
+    }
     if cfg.repro.only_base:
         return summary
-    check_base_quality(cfg, info["summary"])
-    eval_dirs = {seed: run_seed(cfg, base_dir, seed) for seed in cfg.repro.seeds}
-    report = write_report(cfg, eval_dirs, info)
+    for _, _, info in bases.values():
+        check_base_quality(cfg, info["summary"])
+    eval_dirs = {}
+    for seed in cfg.repro.seeds:
+        scfg, base_dir, _ = bases.get(seed, first)
+        eval_dirs[seed] = run_seed(scfg, base_dir, seed)
+    infos = {seed: info for seed, (_, _, info) in bases.items()}
+    report = write_report(cfg, eval_dirs, infos)
     summary |= {"report": str(report), "minutes": round((time.monotonic() - started) / 60, 2)}
     return summary
 
@@ -63,11 +80,12 @@ def check(cfg: ReproConfig) -> None:
 def run(cfg: ReproConfig, checked=None) -> dict:
     """The repro stage: `run_repro`, then where the base and the report are."""
     summary = run_repro(cfg)
-    base = summary["base"]
-    print(
-        f"toy base: {summary['base_dir']} ({base['steps']} steps, {base['minutes']:.1f} min, "
-        f"validation exact match {base['validation_accuracy']:.3f})"
-    )
+    for seed, b in summary["bases"].items():
+        base = b["summary"]
+        print(
+            f"toy base (seed {seed}): {b['dir']} ({base['steps']} steps, {base['minutes']:.1f} min, "
+            f"validation exact match {base['validation_accuracy']:.3f})"
+        )
     if "report" in summary:
         print(f"report: {summary['report']}")
     return summary

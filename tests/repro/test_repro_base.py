@@ -363,3 +363,24 @@ def test_gold_beta_places_every_gold_of_a_multi_question_sample():
     legacy = load_repro_config(PRESET, ["repro.base.gold_beta=0.3"]).repro.base.model_dump(mode="json")
     assert hashes["first"] != hashes["every"]
     assert legacy["gold_beta_scope"] == "every"
+
+
+def test_each_seed_builds_its_own_base_held_out_from_its_own_split():
+    """repro.base_per_seed (default): seed s trains base seed s and holds out only seed s's evaluation split;
+    seed 0 of a three-seed run reuses the single-seed preset's base (same hash)."""
+    from repro.base.cache import base_fingerprint
+    from repro.base.worlds import heldout_questions
+    from repro.config import load_repro_config, seed_config
+
+    one = load_repro_config(PRESET)
+    three = load_repro_config(PRESET, ["repro.seeds=[0, 1, 2]"])
+    per = {s: seed_config(three, s) for s in (0, 1, 2)}
+    assert [per[s].repro.base.seed for s in (0, 1, 2)] == [0, 1, 2]
+    assert [per[s].run.seed for s in (0, 1, 2)] == [0, 1, 2] and per[2].repro.seeds == [2]
+    assert base_fingerprint(per[0]) == base_fingerprint(one)
+    assert len({base_fingerprint(c) for c in per.values()}) == 3
+    held = {s: heldout_questions(c) for s, c in per.items()}
+    assert held[1] != held[2] and held[0] == heldout_questions(one)
+    assert heldout_questions(three) == held[0] | held[1] | held[2]  # a shared base excludes every split
+    shared = load_repro_config(PRESET, ["repro.seeds=[0, 1, 2]", "repro.base_per_seed=false"])
+    assert seed_config(shared, 2) is shared

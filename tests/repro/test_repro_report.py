@@ -119,7 +119,8 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
             "reached_target": True,
         }
     }
-    report = write_report(cfg, lost_in_the_middle, base, command="make repro")
+    weak = {"summary": base["summary"] | {"validation_accuracy": 0.6, "reached_target": False}}
+    report = write_report(cfg, lost_in_the_middle, {0: base, 1: weak}, command="make repro")
     text = report.read_text()
     data = json.loads((tmp_path / "r" / "repro.json").read_text())["analysis"]
     assert (tmp_path / "r" / "plots" / "accuracy_by_position.png").stat().st_size > 0
@@ -133,7 +134,12 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert data["quotes"]["quoted"] == {"base": 0.0, "plain": 0.0, "paraphrase": 1.0}
     assert "paraphrase - plain in the middle: +100.0 [+100.0, +100.0] points, better" in text
     assert "| paraphrase | 100.0 [100.0, 100.0]" in text and "Command: `make repro`" in text
-    assert "reached the 85% target" in text
+    assert (
+        "Toy base (seed 0): 3.50M-parameter" in text and "90.0% on 48 fresh-world questions — reached" in text
+    )
+    assert (
+        "Toy base (seed 1): " in text and "60.0% on 48 fresh-world questions — DID NOT reach the 85%" in text
+    )
     # The curve's shape: base and plain hold the edges only (a U at its deepest), paraphrase is flat.
     curve = data["curve"]["976"]
     assert curve["base"]["loses_the_middle"] and curve["plain"]["loses_the_middle"]
@@ -141,7 +147,8 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert "| base | 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] | +100.0 [+100.0, +100.0] | yes |" in text
     assert "| paraphrase | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | +0.0 [+0.0, +0.0] | no |" in text
     # Without an explicit command the report names the run's resolved config, which reproduces it.
-    text = write_report(cfg, lost_in_the_middle, base).read_text()
+    text = write_report(cfg, lost_in_the_middle, {0: base}).read_text()
+    assert "Toy base: 3.50M-parameter" in text  # one base shared by the seeds: no seed named
     assert f"Command: `python -m ray_jobs.repro --config {tmp_path / 'r' / 'config.yaml'}`" in text
 
 
