@@ -24,10 +24,13 @@ _RAY_SYSTEM = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py",
 def role_of(pid: int, name: str, cmdline: str, driver: int) -> str:
     """The role of one process: this driver, a Ray worker (its title starts with `ray::`, e.g.
     `ray::MapWorker(...)`, `ray::IDLE`), one of Ray's system processes (GCS, raylet, dashboard and its
-    agents, log monitor), or other."""
+    agents, titled `ray::DashboardAgent` too, log monitor), or other."""
     if pid == driver:
         return "driver"
-    if name.startswith("ray::") or cmdline.startswith("ray::"):
+    title = name if name.startswith("ray::") else cmdline
+    if title.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")):  # Ray's own, titled like workers
+        return "ray system"
+    if title.startswith("ray::"):
         return "ray workers"
     if "ray" in cmdline and any(k in name or k in cmdline for k in _RAY_SYSTEM):
         return "ray system"

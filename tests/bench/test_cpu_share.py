@@ -21,6 +21,7 @@ def test_roles_of_ray_process_titles():
     assert role_of(7, "raylet", raylet, me) == "ray system"
     agent = "python -u /x/site-packages/ray/dashboard/agent.py --node-ip-address=127.0.0.1"
     assert role_of(7, "python", agent, me) == "ray system"
+    assert role_of(7, "ray::DashboardAgent", "ray::DashboardAgent", me) == "ray system"
     assert role_of(7, "python", "python -m repro.base.train", me) == "other"
 
 
