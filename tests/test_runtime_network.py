@@ -151,3 +151,21 @@ def test_token_auth_switched_on_after_ray_is_imported(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "TASK 42" in out.stdout
+
+
+def test_local_workers_run_at_the_drivers_niceness(ray_local, monkeypatch):
+    """Ray starts workers at niceness 15 by default; a local runtime's start at 0 (so they do not yield the
+    cores to every other process on the machine). LONGCTX_WORKER_NICENESS changes it; nonsense is refused."""
+    from longctx_core.runtime import worker_niceness
+
+    @ray_local.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray_local.get(niceness.remote()) == 0
+    monkeypatch.setenv("LONGCTX_WORKER_NICENESS", "10")
+    assert worker_niceness() == 10
+    for bad in ("high", "20", "-1"):
+        monkeypatch.setenv("LONGCTX_WORKER_NICENESS", bad)
+        with pytest.raises(ValueError, match="LONGCTX_WORKER_NICENESS"):
+            worker_niceness()

@@ -48,6 +48,9 @@ fi
 # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is Ray's single-node switch: the node IP stays 127.0.0.1 (Ray otherwise
 # swaps a loopback --node-ip-address for the LAN address) and its gRPC servers bind to loopback, not 0.0.0.0.
 export LONGCTX_RAY_HEAD="$TEMP_DIR" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# Workers at the niceness of everything else on this machine (Ray's default 15 makes them yield the cores to
+# any other program; see longctx_core/runtime.py). LONGCTX_WORKER_NICENESS changes it.
+export RAY_worker_niceness="${LONGCTX_WORKER_NICENESS:-0}"
 START=("$RAY" start --head
   --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --include-dashboard=true
   --port="$PORT" --dashboard-port="$DASHBOARD_PORT" --ray-client-server-port="$CLIENT_PORT"

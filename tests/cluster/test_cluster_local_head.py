@@ -59,7 +59,8 @@ def _wait_for(predicate, timeout: float, every: float = 0.5):
 
 
 def _job_code(stop_file: Path) -> str:
-    """A trivial driver: connect, log one longctx gauge until told to stop, print a marker."""
+    """A trivial driver: connect, log one longctx gauge until told to stop, print a marker with the CPUs and
+    the niceness a task of this head runs at."""
     return (
         "import pathlib, time, ray\n"
         "ray.init()\n"
@@ -70,7 +71,8 @@ def _job_code(stop_file: Path) -> str:
         "while time.time() < end and not stop.exists():\n"
         "    m.log({'loss': 1.25})\n"
         "    time.sleep(0.5)\n"
-        "print('LCX-JOB-OK', int(ray.cluster_resources()['CPU']))\n"
+        "nice = ray.get(ray.remote(num_cpus=0)(lambda: __import__('os').nice(0)).remote())\n"
+        "print('LCX-JOB-OK', int(ray.cluster_resources()['CPU']), 'worker-niceness', nice)\n"
     )
 
 
@@ -178,7 +180,7 @@ def test_local_head_token_auth_loopback_only_and_a_real_job(headctl):
         info = _wait_for(finished, timeout=90)
         logs = json.loads(_http(f"{dashboard}/api/jobs/{job_id}/logs", token=token)[1]).get("logs", "")
         assert info and info["status"] == "SUCCEEDED", (info, logs[-2000:])
-        assert "LCX-JOB-OK 1" in logs
+        assert "LCX-JOB-OK 1 worker-niceness 0" in logs  # the head starts workers at 0, not Ray's 15
         logger.info("job %s after %.1f s", info["status"], time.monotonic() - t0)
         assert scraped, f"{exported} never appeared at {metrics_url}"
 
