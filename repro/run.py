@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from repro.arms import run_seed
 from repro.config import ReproConfig, check_repro_config, seed_config
@@ -43,7 +44,7 @@ def run_repro(cfg: ReproConfig) -> dict:
     check_repro_config(cfg)
     prepare_run_dir(cfg, "repro")
     started = time.monotonic()
-    bases: dict[int, tuple[ReproConfig, object, dict]] = {}
+    bases: dict[int, tuple[ReproConfig, Path, dict]] = {}
     for seed in cfg.repro.seeds if cfg.repro.base_per_seed else cfg.repro.seeds[:1]:
         scfg = seed_config(cfg, seed)
         # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
