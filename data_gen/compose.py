@@ -76,14 +76,17 @@ class PositionSpec:
         return PositionSpec(cfg.kind, cfg.middle_weight, cfg.fixed)
 
 
+def _backend_counts(backend, texts: Sequence[str]) -> list[int]:
+    """Token counts from a Rust `tokenizers.Tokenizer` without added special tokens; `encode_batch_fast`
+    (tokenizers >= 0.20) skips the character offsets a count does not need."""
+    return [len(e.ids) for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+
 def count_tokens(tokenizer, text: str) -> int:
-    """Token count of `text` without added special tokens (the Rust backend when there is one: faster; its
-    `encode_batch_fast` skips the character offsets a count does not need)."""
+    """Token count of `text` without added special tokens (the Rust backend when there is one: faster)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        if hasattr(backend, "encode_batch_fast"):
-            return len(backend.encode_batch_fast([text], add_special_tokens=False)[0].ids)
-        return len(backend.encode(text, add_special_tokens=False).ids)
+        return _backend_counts(backend, [text])[0]
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -97,8 +100,7 @@ def count_doc_tokens(tokenizer, docs: Sequence[Document], langs: Sequence[str]) 
     texts = [styles.render_document(1, d, lang) for d, lang in zip(docs, langs, strict=True)]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
+        return _backend_counts(backend, texts)
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
@@ -193,6 +195,11 @@ def middle_slots(n_docs: int) -> list[int]:
     return [s for s in range(n_docs) if abs(s - centre) == best]
 
 
+def pinned_fractions(pinned: float | Sequence[float] | None) -> list[float]:
+    """Gold positions pinned by the caller, as a list: none, one fraction (the first gold), or one per gold."""
+    return [pinned] if isinstance(pinned, (int, float)) else list(pinned or [])
+
+
 def place_golds(
     n_docs: int, n_golds: int, spec: PositionSpec, first_fixed: float | Sequence[float] | None, rng
 ) -> list[int]:
@@ -213,7 +220,7 @@ def place_golds(
         raise ValueError(f"place_golds: cannot place {n_golds} gold documents among {n_docs} slots")
     slots: list[int] = []
     middle = middle_slots(n_docs)
-    pinned = [first_fixed] if isinstance(first_fixed, (int, float)) else list(first_fixed or [])
+    pinned = pinned_fractions(first_fixed)
     for g in range(n_golds):
         if g < len(pinned):
             want = round(pinned[g] * (n_docs - 1))
@@ -379,8 +386,7 @@ def compose_sample(
     """
     if not records:
         raise ValueError("compose_sample needs at least one record")
-    fracs = [gold_position] if isinstance(gold_position, (int, float)) else list(gold_position or [])
-    if any(not 0.0 <= f <= 1.0 for f in fracs):
+    if any(not 0.0 <= f <= 1.0 for f in pinned_fractions(gold_position)):
         raise ValueError(f"gold_position must be in [0, 1], got {gold_position}")
     lang = records[0].lang
     pool = (
