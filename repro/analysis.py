@@ -120,9 +120,8 @@ def arm_pairs(arms: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-U_GAP = (
-    10.0  # percentage points the middle must trail the edges by for a curve to count as lost-in-the-middle
-)
+# Percentage points the middle must trail the edges by for a curve to count as lost-in-the-middle.
+U_GAP = 10.0
 
 
 def curve_shape(rows: list[dict], models: list[str], length: int, positions: list[float], b: int) -> dict:
@@ -174,7 +173,7 @@ def analyse(cfg: ReproConfig, rows: list[dict]) -> dict:
         "models": models,
         "accuracy": {str(n): accuracy_table(rows, models, n, positions, resamples) for n in lengths},
     }
-    out["curve"] = {str(n): curve_shape(rows, models, n, positions, resamples) for n in lengths}
+    out["curve"] = {str(long_len): curve_shape(rows, models, long_len, positions, resamples)}
     pairs = [(arm, "base") for arm in cfg.repro.arms] + arm_pairs(list(cfg.repro.arms))
     out["differences"] = {
         f"{a} - {b}": difference_table(rows, a, b, long_len, positions, resamples) for a, b in pairs

@@ -236,7 +236,7 @@ def _held_out_count(records, eval_fraction: float, seed: int) -> int:
 def seed_config(cfg: ReproConfig, seed: int) -> ReproConfig:
     """The single-seed reproduction of `seed` within `cfg`: with `repro.base_per_seed` its own toy base
     (`repro.base.seed` = seed) held out from the evaluation split of that seed alone; otherwise `cfg`."""
-    if not cfg.repro.base_per_seed or cfg.repro.seeds == [seed] == [cfg.repro.base.seed]:
+    if not cfg.repro.base_per_seed:
         return cfg
     repro = cfg.repro.model_copy(
         update={"seeds": [seed], "base": cfg.repro.base.model_copy(update={"seed": seed})}

@@ -44,6 +44,7 @@ def run_repro(cfg: ReproConfig) -> dict:
     check_repro_config(cfg)
     prepare_run_dir(cfg, "repro")
     started = time.monotonic()
+    # seed -> (its config, base folder, base info); one shared base, under the first seed, without base_per_seed
     bases: dict[int, tuple[ReproConfig, Path, dict]] = {}
     for seed in cfg.repro.seeds if cfg.repro.base_per_seed else cfg.repro.seeds[:1]:
         scfg = seed_config(cfg, seed)
@@ -52,23 +53,19 @@ def run_repro(cfg: ReproConfig) -> dict:
         info = read_base_info(base_dir)
         info["diagnosis"] = base_diagnosis(scfg, base_dir)
         bases[seed] = (scfg, base_dir, info)
-    first = next(iter(bases.values()))
     summary: dict = {
-        "base_dir": str(first[1]),
-        "base": first[2]["summary"],
-        "diagnosis": first[2]["diagnosis"],
-        "bases": {seed: {"dir": str(d), "summary": i["summary"]} for seed, (_, d, i) in bases.items()},
+        "bases": {seed: {"dir": str(d), "summary": i["summary"]} for seed, (_, d, i) in bases.items()}
     }
     if cfg.repro.only_base:
         return summary
     for _, _, info in bases.values():
         check_base_quality(cfg, info["summary"])
+    shared = bases[cfg.repro.seeds[0]]
     eval_dirs = {}
     for seed in cfg.repro.seeds:
-        scfg, base_dir, _ = bases.get(seed, first)
+        scfg, base_dir, _ = bases.get(seed, shared)
         eval_dirs[seed] = run_seed(scfg, base_dir, seed)
-    infos = {seed: info for seed, (_, _, info) in bases.items()}
-    report = write_report(cfg, eval_dirs, infos)
+    report = write_report(cfg, eval_dirs, {seed: info for seed, (_, _, info) in bases.items()})
     summary |= {"report": str(report), "minutes": round((time.monotonic() - started) / 60, 2)}
     return summary
 

@@ -17,26 +17,20 @@ _RECIPE_VERSION = 2  # bump when the build changes in a way the config does not 
 DIAGNOSIS_FILE = "diagnosis.json"
 
 
-def _beta_on_first_only(cfg: ReproConfig) -> bool:
-    return cfg.repro.base.gold_beta_scope == "first"
-
-
 def base_fingerprint(cfg: ReproConfig) -> str:
     """Hash of everything the toy base depends on: its recipe, the world's shape, and the held-out split
     (eval fraction, arm seeds)."""
+    b = cfg.repro.base
+    # threads change speed only; time_budget_min bounds one run of a resumable build. Knobs that joined the
+    # recipe later are left out at the value that means "as before", so older bases keep their cache.
+    exclude = {"threads", "time_budget_min"}
+    if b.gold_beta is None:
+        exclude |= {"gold_beta", "gold_beta_scope"}
+    elif b.gold_beta_scope == "first":
+        exclude.add("gold_beta_scope")
     recipe = {
         "version": _RECIPE_VERSION,
-        # threads change speed only; time_budget_min bounds one run of a resumable build
-        # (gold_beta unset is left out: bases built before the knob existed keep their cache)
-        "base": cfg.repro.base.model_dump(
-            mode="json",
-            exclude={"threads", "time_budget_min"}
-            | ({"gold_beta"} if cfg.repro.base.gold_beta is None else set())
-            # the scope joined the recipe later: "first" (the old behaviour) and unused keep their hashes
-            | (
-                {"gold_beta_scope"} if cfg.repro.base.gold_beta is None or _beta_on_first_only(cfg) else set()
-            ),
-        ),
+        "base": b.model_dump(mode="json", exclude=exclude),
         "world": cfg.data.source.builtin.model_dump(mode="json"),
         "eval_fraction": cfg.data.eval_fraction,
         "seeds": sorted(set(cfg.repro.seeds) | {cfg.run.seed}),

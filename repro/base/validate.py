@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_gen.seeding import derive_seed
-from repro.base.samples import compose_base_sample
+from repro.base.samples import compose_base_sample, gold_fractions
 from repro.base.worlds import VALIDATION_WORLD, World, base_worlds, heldout_questions
 from repro.config import ReproConfig, ToyBaseConfig
 
@@ -35,7 +35,7 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
             break
         one = World([rec], world.pool)
         seed = rng.getrandbits(62)
-        gold = rng.betavariate(b.gold_beta, b.gold_beta) if b.gold_beta else None  # drawn only when set
+        gold = gold_fractions(rng, b, 1)
         try:
             sample = compose_base_sample(
                 one, tokenizer, b.context - REPLY_TOKENS, "paraphrase", 1, seed, gold

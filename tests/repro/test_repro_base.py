@@ -360,9 +360,12 @@ def test_gold_beta_places_every_gold_of_a_multi_question_sample():
         share[scope] = sum(0.25 <= f <= 0.75 for f in fracs) / len(fracs)
         hashes[scope] = base_fingerprint(cfg)
     assert share["every"] < share["first"] - 0.1, share
-    legacy = load_repro_config(PRESET, ["repro.base.gold_beta=0.3"]).repro.base.model_dump(mode="json")
     assert hashes["first"] != hashes["every"]
-    assert legacy["gold_beta_scope"] == "every"
+    default = load_repro_config(PRESET, ["repro.base.gold_beta=0.3"])
+    assert default.repro.base.gold_beta_scope == "every"
+    # the U-placement base built before the scope existed (README, 2026-12-05) keeps its cache folder
+    first = load_repro_config(PRESET, ["repro.base.gold_beta=0.3", "repro.base.gold_beta_scope=first"])
+    assert base_fingerprint(first) == "e792b7c4364e"
 
 
 def test_each_seed_builds_its_own_base_held_out_from_its_own_split():
