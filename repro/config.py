@@ -18,15 +18,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from longctx_core.config import Config, ConfigError, load_config
 from longctx_core.config.base import Section
 from longctx_core.config.data import check_style_mix
 
 logger = logging.getLogger(__name__)
+
+
+def _records_range(v: tuple[int, int]) -> tuple[int, int]:
+    lo, hi = v
+    if lo < 1 or hi < lo:
+        raise ValueError(f"expected [min, max] with 1 <= min <= max, got [{lo}, {hi}]")
+    return v
+
+
+# [min, max] questions per base sample, and the answer-style mix of base samples (both base stages)
+RecordsRange = Annotated[tuple[int, int], AfterValidator(_records_range)]
+BaseStyleMix = Annotated[
+    dict[str, float], AfterValidator(lambda v: check_style_mix(v, allowed=("paraphrase", "quote", "plain")))
+]
 
 
 class ToyBaseConfig(Section):
@@ -65,10 +79,10 @@ class ToyBaseConfig(Section):
     records_per_world: int = Field(
         600, ge=8, description="Entities per training world (single-syllable names run out near 800)."
     )
-    records_per_sample: tuple[int, int] = Field(
+    records_per_sample: RecordsRange = Field(
         (1, 3), description="[min, max] questions (turns) per base sample; more turns = more answer tokens."
     )
-    answer_styles: dict[str, float] = Field(
+    answer_styles: BaseStyleMix = Field(
         default_factory=lambda: {"paraphrase": 0.5, "plain": 0.5},
         description="Answer-style mix of base samples (the base answers with and without quotes).",
     )
@@ -107,25 +121,53 @@ class ToyBaseConfig(Section):
     threads: int = Field(2, ge=1, description="torch threads (1 per process when two trainings share cores).")
     seed: int = Field(0, description="Seed of weights, tokenizer corpus, worlds and sample order.")
 
-    @field_validator("answer_styles")
-    @classmethod
-    def _styles(cls, v: dict[str, float]) -> dict[str, float]:
-        return check_style_mix(v, allowed=("paraphrase", "quote", "plain"))
-
     @model_validator(mode="after")
     def _checks(self) -> ToyBaseConfig:
         if self.min_tokens > self.context:
             raise ValueError(f"min_tokens: {self.min_tokens} exceeds context {self.context}")
-        lo, hi = self.records_per_sample
-        if lo < 1 or hi < lo:
-            raise ValueError(
-                f"records_per_sample: expected [min, max] with 1 <= min <= max, got [{lo}, {hi}]"
-            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("hidden_size: must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("num_attention_heads: must be divisible by num_key_value_heads")
         return self
+
+
+class LongPretrainConfig(Section):
+    """The base's long-context pre-training, as a model vendor's: the finished L0 base with `model.rope`
+    applied (YaRN x repro.length_factor), fully fine-tuned on base samples up to factor x L0 whose gold
+    documents sit where natural text puts evidence (Beta(gold_beta, gold_beta): mostly at the start and the
+    end). Cached beside the L0 base; the arms start from it and the evaluation's "base" is it."""
+
+    steps: int = Field(
+        0, ge=0, description="Optimizer steps (0: no long pre-training; the arms start from the L0 base)."
+    )
+    gold_beta: Optional[float] = Field(
+        0.3,
+        gt=0,
+        description="Every gold document's position (fraction of the list) ~ Beta(a, a); a < 1 is U-shaped. "
+        "Unset: uniform (a long pre-training without the bias, the control).",
+    )
+    min_tokens: Optional[int] = Field(
+        None, ge=64, description="Shortest sample (unset: L0); lengths are drawn up to factor x L0."
+    )
+    records_per_sample: RecordsRange = Field(
+        (1, 3), description="[min, max] questions per sample: few golds among many distractors."
+    )
+    answer_styles: BaseStyleMix = Field(
+        default_factory=lambda: {"paraphrase": 0.5, "plain": 0.5},
+        description="Answer-style mix (as the L0 base's).",
+    )
+    batch_size: int = Field(16, ge=1, description="Samples per optimizer step.")
+    lr: float = Field(3e-4, gt=0, description="Peak AdamW learning rate (warm-up, cosine to 10%).")
+    warmup_steps: int = Field(20, ge=0, description="Linear warm-up steps.")
+    eval_every: int = Field(50, ge=1, description="Steps between validation checks (and checkpoints).")
+    eval_questions: int = Field(48, ge=4, description="Validation questions per check (its own placement).")
+    time_budget_min: float = Field(
+        30.0,
+        gt=0,
+        description="Minutes one run may take; a run stopped early trains on from its checkpoint next time. "
+        "Not part of the recipe hash.",
+    )
 
 
 def _default_arms() -> dict[str, dict[str, float]]:
@@ -138,6 +180,10 @@ class ReproSection(Section):
 
     only_base: bool = Field(False, description="Build (or reuse) the cached toy base chat model and stop.")
     base: ToyBaseConfig = Field(default_factory=ToyBaseConfig, description="The toy base chat model.")
+    long_pretrain: LongPretrainConfig = Field(
+        default_factory=LongPretrainConfig,
+        description="The base's long-context pre-training at factor x L0 (off at steps 0).",
+    )
     allow_weak_base: bool = Field(
         False,
         description="Run the arms even when the toy base missed base.target_accuracy (accuracy by position of "
@@ -215,6 +261,12 @@ def check_repro_config(cfg: ReproConfig) -> None:
         raise ConfigError(f"model.rope.factor: must be repro.length_factor ({factor})")
     if cfg.data.target_bounds()[1] > factor * b.context:
         raise ConfigError(f"data.target_tokens: longer than repro.length_factor x L0 = {factor * b.context}")
+    long = cfg.repro.long_pretrain
+    if long.min_tokens is not None and long.min_tokens > factor * b.context:
+        raise ConfigError(
+            f"repro.long_pretrain.min_tokens: {long.min_tokens} exceeds repro.length_factor x L0 = "
+            f"{factor * b.context}"
+        )
     if float(factor) not in [float(f) for f in cfg.eval.length_factors]:
         raise ConfigError(f"eval.length_factors: must include repro.length_factor ({factor})")
     qa = cfg.eval.qa

@@ -68,6 +68,20 @@ def base_line(cfg: ReproConfig, base: dict, seed: int | None = None) -> str:
     )
 
 
+def long_line(cfg: ReproConfig, long: dict, seed: int | None = None) -> str:
+    """The long pre-training of one base in a sentence (`repro.long_pretrain`)."""
+    lp = cfg.repro.long_pretrain
+    where = f"Beta({lp.gold_beta:g}, {lp.gold_beta:g}) per gold" if lp.gold_beta else "uniform"
+    who = f" (seed {seed})" if seed is not None else ""
+    return (
+        f"Long pre-training{who}: the base with RoPE {cfg.model.rope.type} x{cfg.repro.length_factor}, fully "
+        f"trained for {long['steps']} steps ({long['minutes']:.1f} min, cached) on base samples up to "
+        f"{cfg.repro.length_factor * cfg.repro.base.context} tokens with gold documents placed {where}; "
+        f"validation exact match {100 * long['validation_accuracy']:.1f}% on {long['validation_questions']} "
+        "questions of that placement. The evaluation's `base` is this model."
+    )
+
+
 def render_report(cfg: ReproConfig, analysis: dict, bases: dict[int, dict], command: str) -> str:
     """report.md: the base build(s), accuracy by position per length, the curve's shape, the differences
     that carry the claim, quote faithfulness and passkey; every accuracy with its 95% bootstrap interval
@@ -81,6 +95,7 @@ def render_report(cfg: ReproConfig, analysis: dict, bases: dict[int, dict], comm
         f"Command: `{command}`",
         "",
         *(base_line(cfg, info["summary"], None if one else seed) for seed, info in bases.items()),
+        *(long_line(cfg, i["long"]["summary"], None if one else s) for s, i in bases.items() if "long" in i),
         f"Extension: RoPE {cfg.model.rope.type} x{cfg.repro.length_factor}. Arms (QLoRA, seeds {seeds}): "
         + ", ".join(f"{a} = {m}" for a, m in cfg.repro.arms.items())
         + f"; {cfg.data.num_samples} samples and {cfg.train.max_steps} steps each, same records and seed.",
@@ -95,6 +110,9 @@ def render_report(cfg: ReproConfig, analysis: dict, bases: dict[int, dict], comm
     for seed, info in bases.items():
         if info.get("diagnosis"):
             lines += ["", *diagnosis_lines(info["diagnosis"], None if one else seed)]
+        if info.get("long", {}).get("diagnosis"):
+            where = f"after its long pre-training, at {cfg.repro.length_factor} x L0"
+            lines += ["", *diagnosis_lines(info["long"]["diagnosis"], None if one else seed, where)]
     for length in analysis["lengths"]:
         table = analysis["accuracy"][str(length)]
         lines += ["", f"## Accuracy by gold position, {length}-token prompts", ""]
@@ -151,11 +169,11 @@ def curve_lines(analysis: dict) -> list[str]:
     return lines + markdown_table(["model", "edges", "middle", "edges - middle", "loses the middle"], rows)
 
 
-def diagnosis_lines(d: dict, seed: int | None = None) -> list[str]:
+def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no extension") -> list[str]:
     """The toy base's validation broken down (`repro.base.validate.diagnose`): per question type, and document lookup."""
     who = f"The toy base of seed {seed}" if seed is not None else "The toy base"
     lines = [
-        f"## {who} at L0, by question type ({d['questions']} fresh validation questions, no extension)",
+        f"## {who} {where}, by question type ({d['questions']} fresh validation questions)",
         "",
         f"Exact match {100 * d['exact_match']:.1f}%. Replies naming a document: "
         f"{100 * d['replies_naming_a_document']:.1f}%; naming the gold document: "

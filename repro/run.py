@@ -39,6 +39,7 @@ def run_repro(cfg: ReproConfig) -> dict:
     from longctx_core.runs import prepare_run_dir
     from repro.base.cache import base_diagnosis, ensure_toy_base
     from repro.base.checkpoint import read_base_info
+    from repro.base.long import ensure_long_base, long_base_config
     from repro.report import write_report
 
     check_repro_config(cfg)
@@ -49,12 +50,22 @@ def run_repro(cfg: ReproConfig) -> dict:
     for seed in cfg.repro.seeds if cfg.repro.base_per_seed else cfg.repro.seeds[:1]:
         scfg = seed_config(cfg, seed)
         # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
-        base_dir = ensure_toy_base(scfg, resume=cfg.repro.only_base or not cfg.repro.allow_weak_base)
+        resume = cfg.repro.only_base or not cfg.repro.allow_weak_base
+        base_dir = ensure_toy_base(scfg, resume=resume)
         info = read_base_info(base_dir)
         info["diagnosis"] = base_diagnosis(scfg, base_dir)
+        if cfg.repro.long_pretrain.steps and (info["summary"]["reached_target"] or cfg.repro.allow_weak_base):
+            base_dir = ensure_long_base(scfg, base_dir, resume=resume)
+            info["long"] = read_base_info(base_dir) | {
+                "diagnosis": base_diagnosis(long_base_config(scfg), base_dir)
+            }
         bases[seed] = (scfg, base_dir, info)
     summary: dict = {
-        "bases": {seed: {"dir": str(d), "summary": i["summary"]} for seed, (_, d, i) in bases.items()}
+        "bases": {
+            seed: {"dir": str(d), "summary": i["summary"]}
+            | ({"long_summary": i["long"]["summary"]} if "long" in i else {})
+            for seed, (_, d, i) in bases.items()
+        }
     }
     if cfg.repro.only_base:
         return summary
@@ -84,6 +95,13 @@ def run(cfg: ReproConfig, checked=None) -> dict:
             f"toy base (seed {seed}): {b['dir']} ({base['steps']} steps, {base['minutes']:.1f} min, "
             f"validation exact match {base['validation_accuracy']:.3f})"
         )
+        if "long_summary" in b:
+            long = b["long_summary"]
+            print(
+                f"  long pre-training at {cfg.repro.length_factor} x L0: {long['steps']} steps, "
+                f"{long['minutes']:.1f} min, validation exact match {long['validation_accuracy']:.3f} "
+                "(on its own gold placement)"
+            )
     if "report" in summary:
         print(f"report: {summary['report']}")
     return summary

@@ -72,9 +72,17 @@ def ensure_toy_base(cfg: ReproConfig, cache_dir: str | Path | None = None, resum
     stopped at `time_budget_min` below its target, goes on from there on the next call (`resume=False`
     takes a below-target base as it is). The folder is replaced atomically (`fsio.staged_dir`): a
     half-built base is never visible."""
+    return ensure_built(cfg, toy_base_dir(cfg, cache_dir), base_fingerprint(cfg), resume)
+
+
+def ensure_built(
+    cfg: ReproConfig, out: Path, fingerprint: str, resume: bool = True, init_from: Path | None = None
+) -> Path:
+    """`out`, trained by `train_toy_base(cfg)` (from `init_from` when given) unless it is already final,
+    resumed from `<out>.partial/` (see `ensure_toy_base`); its toy_base.json records `fingerprint`."""
     from repro.base.train import train_toy_base
 
-    out = recover(toy_base_dir(cfg, cache_dir))
+    out = recover(out)
     partial = recover(out.with_name(out.name + ".partial"))
     resume_from: Path | None = None
     if (out / INFO_FILE).is_file():
@@ -87,13 +95,16 @@ def ensure_toy_base(cfg: ReproConfig, cache_dir: str | Path | None = None, resum
     elif (partial / STATE_FILE).is_file():
         resume_from = partial
     with staged_dir(out) as tmp:
-        summary = train_toy_base(cfg, tmp, checkpoint=partial, resume_from=resume_from)
+        summary = train_toy_base(cfg, tmp, checkpoint=partial, resume_from=resume_from, init_from=init_from)
         info = {
-            "fingerprint": base_fingerprint(cfg),
+            "fingerprint": fingerprint,
             "recipe": cfg.repro.base.model_dump(mode="json"),
             "world": cfg.data.source.builtin.model_dump(mode="json"),
             "summary": summary,
         }
+        if init_from is not None:
+            info["init_from"] = str(init_from)
+            info["rope_parameters"] = cfg.model.rope.model_dump(mode="json")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
     if finished(cfg, summary):
         remove_dir(partial)

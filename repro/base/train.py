@@ -45,11 +45,23 @@ class Progress:
         return asdict(self) | {"minutes": round(self.minutes + minutes, 2), "runs": [*self.runs, run]}
 
 
-def setup_model(cfg: ReproConfig, excluded: set[str], resume_from: Path | None):
+def setup_model(
+    cfg: ReproConfig, excluded: set[str], resume_from: Path | None, init_from: Path | None = None
+):
     """(model, tokenizer, optimizer, progress, whether the optimizer restarts on trained weights): a fresh
-    tokenizer and model, or those of `resume_from` (a build checkpoint, or a finished below-target base,
+    tokenizer and model, those of `init_from` (a built base, loaded with `model.rope` applied: the start of
+    its long pre-training), or those of `resume_from` (a build checkpoint, or a finished below-target base,
     saved without optimizer state)."""
     b = cfg.repro.base
+    if resume_from is None and init_from is not None:
+        from longctx_core.modeling import load_model, load_tokenizer
+
+        model_cfg = cfg.model.model_copy(
+            update={"name_or_path": str(init_from), "tokenizer": None, "torch_dtype": "float32"}
+        )
+        model, tokenizer = load_model(model_cfg, quantize=False), load_tokenizer(model_cfg)
+        logger.info("toy base: starting from %s with RoPE %s", init_from, model.config.rope_parameters)
+        return model, tokenizer, adamw(model, b.lr, b.weight_decay), Progress(), False
     if resume_from is None:
         tokenizer = train_tokenizer(tokenizer_texts(cfg, excluded), b.vocab_size)
         model = build_tiny_model(model_shape(b), tokenizer)
@@ -98,14 +110,19 @@ def train_step(model, opt, rows: list[Row], pad_id: int, lr: float):
 
 
 def train_toy_base(
-    cfg: ReproConfig, out_dir: Path, checkpoint: Path | None = None, resume_from: Path | None = None
+    cfg: ReproConfig,
+    out_dir: Path,
+    checkpoint: Path | None = None,
+    resume_from: Path | None = None,
+    init_from: Path | None = None,
 ) -> dict:
     """Train the toy base and save its HF folder into `out_dir`; returns the build summary (steps, minutes
     over all runs, validation curve, final accuracy).
 
     With `checkpoint`, the resumable state (weights, optimizer, step, curve) is written there at every
     validation. With `resume_from`, training goes on from its step: samples are a function of (seed, step),
-    so the continuation sees what an uninterrupted build would have seen."""
+    so the continuation sees what an uninterrupted build would have seen. With `init_from` (and nothing to
+    resume), training starts from that built base (`repro.base.long`: its long pre-training)."""
     import torch
 
     b = cfg.repro.base
@@ -113,7 +130,7 @@ def train_toy_base(
     torch.manual_seed(b.seed)
     started = time.monotonic()
     excluded = heldout_questions(cfg)  # never seen by any part of the build, tokenizer included
-    model, tokenizer, opt, progress, restarted = setup_model(cfg, excluded, resume_from)
+    model, tokenizer, opt, progress, restarted = setup_model(cfg, excluded, resume_from, init_from)
     worlds, val_prompts = setup_data(cfg, tokenizer, excluded)
     log_setup(model, tokenizer, b, worlds, val_prompts)
     first_step = progress.steps

@@ -149,6 +149,28 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     # Without an explicit command the report names the run's resolved config, which reproduces it.
     text = write_report(cfg, lost_in_the_middle, {0: base}).read_text()
     assert "Toy base: 3.50M-parameter" in text  # one base shared by the seeds: no seed named
+    assert "Long pre-training" not in text
+    # A long-pretrained base: its build and its diagnosis at 4 x L0 are in the report.
+    third = {"exact_match": 0.5, "n": 10}
+    diagnosis = {
+        "exact_match": 0.5,
+        "questions": 30,
+        "by_question_type": {"What colour does ... like?": third},
+        "by_gold_third": {"start": third, "middle": third | {"exact_match": 0.1}, "end": third},
+        "replies_naming_a_document": 0.2,
+        "replies_naming_the_gold_document": 0.1,
+        "answers_found_in_the_prompt": 0.9,
+    }
+    long = {"summary": base["summary"] | {"steps": 300, "validation_accuracy": 0.7}, "diagnosis": diagnosis}
+    cfg = load_repro_config(
+        PRESET, [f"run.storage_path={tmp_path}", "run.name=r", "repro.long_pretrain.steps=300"]
+    )
+    text = write_report(cfg, lost_in_the_middle, {0: base | {"long": long}}).read_text()
+    assert "Long pre-training: the base with RoPE yarn x4, fully trained for 300 steps" in text
+    assert "up to 1024 tokens with gold documents placed Beta(0.3, 0.3) per gold" in text
+    assert "70.0% on 48 questions of that placement" in text
+    assert "## The toy base after its long pre-training, at 4 x L0, by question type (30" in text
+    assert "| middle | 10% | 10 |" in text
     assert f"Command: `python -m ray_jobs.repro --config {tmp_path / 'r' / 'config.yaml'}`" in text
 
 
