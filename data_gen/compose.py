@@ -15,8 +15,9 @@ until the rendered chat — tokenised with the tokenizer's chat template — lan
     [target - token_tolerance(target), min(target, max_tokens)],   token_tolerance(t) = max(64, 3% of t)
 
 Each pool document's token count is computed once (`DocPool`); the composer sums them to choose the
-documents, fills the last gap with a sentence-truncated distractor, then tokenises the whole chat once to
-get the true `n_tokens` (and corrects if the estimate missed). The `plain` and `quote` twins of a
+documents, fills the last gap with a sentence-truncated distractor, then counts the whole rendered chat to
+get the true `n_tokens` (and corrects if the estimate missed); `token_count.chat_tokens` counts it exactly
+from cached pieces for Qwen-family tokenizers. The `plain` and `quote` twins of a
 `paraphrase` sample (same records, seed and target) have the same context and questions: the context budget
 always reserves room for the paraphrase answers, so a plain sample is shorter than its twin by exactly the
 quote lines and a quote sample by the document numbers ("in Document [k]"); neither is held to the floor.
@@ -38,6 +39,7 @@ from data_gen.evidence import Evidence, locate_evidence
 from data_gen.records import AnswerStyle, Document, LongSample, QARecord
 from data_gen.seeding import rng_for
 from data_gen.text import sentence_spans
+from data_gen.token_count import chat_tokens, count_doc_tokens, count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -74,34 +76,6 @@ class PositionSpec:
     @staticmethod
     def from_config(cfg) -> PositionSpec:
         return PositionSpec(cfg.kind, cfg.middle_weight, cfg.fixed)
-
-
-def _backend_counts(backend, texts: Sequence[str]) -> list[int]:
-    """Token counts from a Rust `tokenizers.Tokenizer` without added special tokens; `encode_batch_fast`
-    (tokenizers >= 0.20) skips the character offsets a count does not need."""
-    return [len(e.ids) for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
-
-
-def count_tokens(tokenizer, text: str) -> int:
-    """Token count of `text` without added special tokens (the Rust backend when there is one: faster)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return _backend_counts(backend, [text])[0]
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def chat_tokens(tokenizer, messages: list[dict[str, str]]) -> int:
-    """The true length of `messages` rendered with the tokenizer's chat template."""
-    return count_tokens(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False))
-
-
-def count_doc_tokens(tokenizer, docs: Sequence[Document], langs: Sequence[str]) -> list[int]:
-    """Tokens of each document as rendered in a context (`Document [1] (Title: ...) text`), batched."""
-    texts = [styles.render_document(1, d, lang) for d, lang in zip(docs, langs, strict=True)]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return _backend_counts(backend, texts)
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 class DocPool:
