@@ -39,7 +39,7 @@ from data_gen.evidence import Evidence, locate_evidence
 from data_gen.records import AnswerStyle, Document, LongSample, QARecord
 from data_gen.seeding import rng_for
 from data_gen.text import sentence_spans
-from data_gen.token_count import chat_tokens, count_doc_tokens, count_tokens
+from data_gen.token_count import chat_tokens, count_doc_tokens, count_texts, count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class _Filler:
             tried += 1
             doc = self.pool.docs[j]
             spans = sentence_spans(doc.text)
-            sizes = [count_tokens(tokenizer, doc.text[a:b]) + 1 for a, b in spans]
+            sizes = [n + 1 for n in count_texts(tokenizer, [doc.text[a:b] for a, b in spans])]
             head = count_tokens(tokenizer, styles.render_document(1, Document(doc.title, ""), lang))
             room = budget - head - _SEP_TOKENS - 1
             lo, total, pick = 0, 0, None  # two pointers: the largest window of sentences within `room`

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import weakref
 from collections.abc import Sequence
 
@@ -40,8 +39,6 @@ from data_gen.records import Document
 
 logger = logging.getLogger(__name__)
 
-# Zero-width cuts: after a newline before a letter; between "]" and " ("; after a digit and "]（" before a letter.
-_BOUNDARY = re.compile(r"(?<=\n)(?=[^\W\d_])|(?<=\])(?= \()|(?<=\d\]（)(?=[^\W\d_])")
 MAX_CACHED = (
     50_000  # pieces per tokenizer (~30 MB of text at 32k-token samples); past it the cache starts again
 )
@@ -72,13 +69,18 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def count_doc_tokens(tokenizer, docs: Sequence[Document], langs: Sequence[str]) -> list[int]:
-    """Tokens of each document as rendered in a context (`Document [1] (Title: ...) text`), batched."""
-    texts = [styles.render_document(1, d, lang) for d, lang in zip(docs, langs, strict=True)]
+def count_texts(tokenizer, texts: Sequence[str]) -> list[int]:
+    """`count_tokens` of each text, in one batch."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         return backend_counts(backend, texts)
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def count_doc_tokens(tokenizer, docs: Sequence[Document], langs: Sequence[str]) -> list[int]:
+    """Tokens of each document as rendered in a context (`Document [1] (Title: ...) text`), batched."""
+    texts = [styles.render_document(1, d, lang) for d, lang in zip(docs, langs, strict=True)]
+    return count_texts(tokenizer, texts)
 
 
 def chat_tokens(tokenizer, messages: list[dict[str, str]]) -> int:
@@ -128,8 +130,23 @@ class PieceCounter:
 
     @staticmethod
     def pieces(text: str) -> list[str]:
-        """`text` cut at the module's boundaries ("".join gives it back)."""
-        return _BOUNDARY.split(text)
+        """`text` cut at the module's boundaries ("".join gives it back): after a newline before a letter,
+        inside a line's first "] (" and after its first digit + "]（" when a letter follows. A loop over lines
+        (~0.5 ms at 32k tokens): a regex with look-behinds scans every character (~10 ms)."""
+        cuts = []
+        pos = 0
+        for line in text.split("\n"):
+            if pos and line[:1].isalpha():
+                cuts.append(pos)
+            j = line.find("] (")
+            if j >= 0:
+                cuts.append(pos + j + 1)
+            k = line.find("]（")
+            if k > 0 and line[k - 1].isdecimal() and line[k + 2 : k + 3].isalpha():
+                cuts.append(pos + k + 2)
+            pos += len(line) + 1
+        cuts.sort()
+        return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
 
     def count(self, text: str) -> int:
         pieces = self.pieces(text)
