@@ -56,9 +56,12 @@ def _plan(target: int, samples: int, records: int, vocab: str):
 
 
 def _time_loop(tasks, tok, prep, settings) -> tuple[float, float, list[dict]]:
-    """(seconds, median seconds per composition, rows) of the plain loop."""
+    """(seconds, median seconds per composition, rows) of the plain loop, from cold token-count caches (as
+    each pair's fresh actors start)."""
     from data_gen.pipeline import compose_locally
+    from data_gen.token_count import forget_pieces
 
+    forget_pieces()
     t0 = time.perf_counter()
     rows = list(compose_locally(tasks, tok, prep.pools, settings))
     return time.perf_counter() - t0, statistics.median(r["finished"] - r["started"] for r in rows), rows

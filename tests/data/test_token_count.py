@@ -8,7 +8,14 @@ import random
 
 import pytest
 
-from data_gen.token_count import PieceCounter, backend_counts, chat_tokens, piece_counter, qwen_family
+from data_gen.token_count import (
+    PieceCounter,
+    backend_counts,
+    chat_tokens,
+    forget_pieces,
+    piece_counter,
+    qwen_family,
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +125,10 @@ def test_the_cache_is_bounded_and_stays_exact(qwen):
     texts = random_texts(300, seed=6)
     assert [counter.count(t) for t in texts] == backend_counts(qwen.backend_tokenizer, texts)
     assert len(counter.cache) <= max(20, max(len(set(counter.pieces(t))) for t in texts))
+    shared = piece_counter(qwen)
+    assert shared.count(texts[0]) == backend_counts(qwen.backend_tokenizer, texts[:1])[0] and shared.cache
+    forget_pieces()  # what the synthesis benchmark does before each timed loop
+    assert not shared.cache
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -18,7 +18,10 @@ def test_preset_loads_and_first_line_is_its_command():
     first = open(PRESET).readline()
     assert "python -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml" in first
     assert cfg.model.rope.original_max_position_embeddings == cfg.repro.base.context
-    assert set(cfg.repro.arms) == {"paraphrase", "plain"}
+    assert set(cfg.repro.arms) == {"paraphrase", "plain", "quote"}  # issue #20's three arms
+    assert (
+        cfg.repro.long_pretrain.steps > 0 and cfg.repro.long_pretrain.gold_beta
+    )  # the base loses the middle
 
 
 @pytest.mark.parametrize(

@@ -167,7 +167,7 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     )
     text = write_report(cfg, lost_in_the_middle, {0: base | {"long": long}}).read_text()
     assert "Long pre-training: the base with RoPE yarn x4, fully trained for 300 steps" in text
-    assert "up to 1024 tokens with gold documents placed Beta(0.3, 0.3) per gold" in text
+    assert "up to 1024 tokens with gold documents placed Beta(0.1, 0.1) per gold" in text  # the preset's
     assert "70.0% on 48 questions of that placement" in text
     assert "## The toy base after its long pre-training, at 4 x L0, by question type (30" in text
     assert "| middle | 10% | 10 |" in text
