@@ -3,13 +3,13 @@
     n = chat_tokens(tokenizer, messages)      # the rendered chat's true token count
 
 A composed chat is mostly documents that every other sample also holds (the distractor pool), in a new
-order and under new numbers. Encoding the whole rendered chat costs ~57 ms at 32k Qwen tokens on this
-machine, most of a sample's composition. `PieceCounter` counts it piece by piece instead: the text is cut
+order and under new numbers. Encoding the whole rendered chat was most of a composition's time at 32k Qwen
+tokens (cProfile of the synthesis bench's loop). `PieceCounter` counts it piece by piece instead: the text is cut
 at boundaries where the tokenizer's pre-tokenizer always starts a new pre-token and whose two sides encode
 independently, each piece's count is cached, and only unseen pieces are encoded (one batch). The sum is
 the full count, exactly, because BPE never merges across pre-tokens.
 
-The boundaries are sound for one pre-tokenizer family, Qwen's (Qwen2, Qwen2.5, Qwen3: NFC, then
+The boundaries are sound for one pre-tokenizer family, Qwen2.5's (NFC, then
 `Split(QWEN_PATTERN, isolated)`, then `ByteLevel(use_regex=False)`), and are checked for it:
 
     "\\n" | letter          `\\s*[\\r\\n]+` ends at the newline (nor does any other alternative run
@@ -22,9 +22,8 @@ The boundaries are sound for one pre-tokenizer family, Qwen's (Qwen2, Qwen2.5, Q
 
 NFC cannot join across a boundary (its left side ends in a newline, "]" or "（", which compose with nothing
 and which no combining mark is reordered across), and no added token of the family contains a newline or
-"]". A tokenizer that is
-not of the family (a GPT-2-style byte-level BPE, where "\\n\\n" before a letter splits
-differently at a string's end) is counted whole, as is any whose probe strings disagree.
+"]". A tokenizer that is not of the family (a GPT-2-style byte-level BPE, where "\\n\\n" before a letter
+splits differently at a string's end) is counted whole, as is any whose probe strings disagree.
 """
 
 from __future__ import annotations
@@ -39,9 +38,8 @@ from data_gen.records import Document
 
 logger = logging.getLogger(__name__)
 
-MAX_CACHED = (
-    50_000  # pieces per tokenizer (~30 MB of text at 32k-token samples); past it the cache starts again
-)
+# Pieces cached per tokenizer (~30 MB of text at 32k-token samples); past it the cache starts again.
+MAX_CACHED = 50_000
 
 # Strings whose piece-wise count must equal the whole count before a tokenizer is trusted with the cache:
 # the cuts next to runs of newlines, spaces, tabs, punctuation, digits, contractions and CJK text.
