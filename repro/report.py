@@ -182,6 +182,12 @@ def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no ex
         f"Answers found somewhere in the prompt: {100 * d.get('answers_found_in_the_prompt', 0.0):.1f}%.",
         "",
     ]
+    if "random_document_copy" in d:  # diagnoses cached before it existed lack it
+        lines[-1:-1] = [
+            f"Copying the value of a document drawn at random would score "
+            f"{100 * d['random_document_copy']:.1f}%: a base near it copies a value without finding the "
+            "entity's document."
+        ]
     rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]
     lines += markdown_table(["question type", "exact match", "n"], rows)
     if "by_gold_third" in d:  # diagnoses cached before the breakdown existed lack it

@@ -53,7 +53,7 @@ def base_diagnosis(cfg: ReproConfig, folder: Path, questions: int = 160) -> dict
     path = Path(folder) / DIAGNOSIS_FILE
     if path.is_file():
         kept = json.loads(path.read_text())
-        if "by_gold_third" in kept:  # one written before the by-position breakdown is computed again
+        if "random_document_copy" in kept:  # one written before the last field was added is computed again
             return kept
     result = diagnose_folder(cfg, folder, questions)
     path.write_text(json.dumps(result, indent=2))

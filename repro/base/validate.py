@@ -21,12 +21,14 @@ REPLY_TOKENS = 48  # generation budget of a validation reply (a quote line plus 
 
 def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
     """`eval_questions` one-question prompts of the validation world at L0 (minus the reply budget): {ids,
-    answers, question, gold_doc, gold_frac}. The gold position follows the base's own training placement
+    answers, question, gold_doc, gold_frac, copy_chance}. The gold position follows the base's own training placement
     (uniform, or Beta(gold_beta, gold_beta): a base taught that evidence sits at the edges is validated on
     the text it was taught on, as a pretrained model is on natural text; `diagnose` reads every position
     evenly). Composed paraphrase-style: the style only changes the (dropped) reference answer."""
     from data_gen.compose import ComposeError
+    from longctx_core.eval.contexts import split_documents
     from longctx_core.eval.prompts import chat_ids
+    from longctx_core.eval.scoring import normalize_answer
 
     rng = random.Random(derive_seed(VALIDATION_WORLD, b.seed, "prompts"))
     prompts = []
@@ -42,6 +44,9 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
             )
         except ComposeError:
             continue
+        docs = split_documents(sample.messages[1]["content"], sample.n_docs, sample.lang)
+        golds = [normalize_answer(a) for a in rec.answers]
+        holding = sum(any(g in normalize_answer(text) for g in golds) for _, text in docs)
         prompts.append(
             {
                 "ids": chat_ids(tokenizer, sample.messages[:-1]),
@@ -49,6 +54,8 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
                 "question": rec.question,
                 "gold_doc": sample.gold_positions[0] + 1,  # the document number a faithful quote names
                 "gold_frac": sample.gold_positions[0] / max(1, sample.n_docs - 1),
+                # what copying the value of a document picked at random would score on this prompt
+                "copy_chance": holding / max(1, len(docs)),
             }
         )
     return prompts
@@ -103,7 +110,9 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
     quotes the right document number (`Document [k]` of the gold). A base that answers closed-set types
     (colours, pets) but not copied values (house numbers, towns) and names Document [1] whatever the gold
     has learnt to match the attribute, not to look the entity up; one whose answers are mostly absent from
-    its prompt does not read its context at all."""
+    its prompt does not read its context at all; one whose answers are found in the prompt but whose exact
+    match stays near `random_document_copy` (copying the value of a document drawn at random) copies a
+    value without finding the entity's document."""
     from longctx_core.eval.scoring import final_answer, normalize_answer
 
     by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
@@ -130,6 +139,7 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
         "replies_naming_the_gold_document": right_doc / n,
         # a value copied from some document: chance for a model that reads its context at all
         "answers_found_in_the_prompt": in_context / n,
+        "random_document_copy": sum(p["copy_chance"] for p in prompts) / n,
     }
 
 
