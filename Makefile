@@ -19,7 +19,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export LONGCTX_CACHE_DIR ?= $(CURDIR)/.cache/longctx
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-browser demo test lint format bench bench-gpu repro repro-base cluster-up cluster-down submit cluster-sim clean
+.PHONY: setup setup-browser demo test lint format bench bench-gpu repro repro-base repro-diagnose cluster-up cluster-down submit cluster-sim clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,9 @@ bench-gpu:
 
 repro-base: setup
 	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml repro.only_base=true $(REPRO_ARGS)
+
+repro-diagnose: setup
+	$(PY) -m repro.base.diagnose --config ray_jobs/configs/repro_cpu.yaml $(REPRO_ARGS)
 
 repro: setup
 	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml $(REPRO_ARGS)

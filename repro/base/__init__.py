@@ -11,6 +11,7 @@ is plain single-process PyTorch (no Ray, no DeepSpeed): one model, one optimizer
     samples.py     QA samples (curriculum) and associative-recall rows, as (token ids, loss weights)
     step.py        the batch, the weighted loss, the optimizer and its LR schedule (the library's)
     validate.py    greedy validation and the diagnosis of what the hits are made of
+    diagnose.py    that diagnosis for each seed's cached base, without training (make repro-diagnose)
     checkpoint.py  a resumable build state, saved and loaded
     train.py       the training loop
     cache.py       the cache folder: built once per recipe, resumed across runs

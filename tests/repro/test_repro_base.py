@@ -392,3 +392,24 @@ def test_each_seed_builds_its_own_base_held_out_from_its_own_split():
     assert heldout_questions(three) == held[0] | held[1] | held[2]  # a shared base excludes every split
     shared = load_repro_config(PRESET, ["repro.seeds=[0, 1, 2]", "repro.base_per_seed=false"])
     assert seed_config(shared, 2) is shared
+
+
+def test_diagnose_cli_reports_each_seeds_cached_base_without_training(mini_base, monkeypatch, capsys):
+    """`make repro-diagnose`: the kept diagnosis of each seed's base, and a plain line for a seed not built."""
+    from repro.base.cache import base_diagnosis
+    from repro.base.diagnose import main
+
+    cfg, folder = mini_base
+    monkeypatch.setenv("LONGCTX_CACHE_DIR", str(folder.parent))
+    before = sorted(p.name for p in folder.parent.iterdir())
+    found = main(["--config", PRESET, *MINI, "repro.seeds=[0, 1]"])
+    assert found[1] is None and found[0]["dir"] == str(folder)
+    d = base_diagnosis(cfg, folder)
+    assert found[0]["diagnosis"] == d
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[0].startswith(f"seed 0: {folder}: ")
+        and f"random document {100 * d['random_document_copy']:.1f}%" in out[0]
+    )
+    assert out[1] == "seed 1: no base built yet (make repro-base)"
+    assert sorted(p.name for p in folder.parent.iterdir()) == before  # nothing built or trained
