@@ -285,6 +285,11 @@ def _held_out_count(records, eval_fraction: float, seed: int) -> int:
     return sum(split_of(r.id, eval_fraction, seed) == "eval" for r in records)
 
 
+def base_seeds(cfg: ReproConfig) -> list[int]:
+    """The seeds that build a toy base: every seed with `repro.base_per_seed`, else the first (shared)."""
+    return list(cfg.repro.seeds) if cfg.repro.base_per_seed else list(cfg.repro.seeds[:1])
+
+
 def seed_config(cfg: ReproConfig, seed: int) -> ReproConfig:
     """The single-seed reproduction of `seed` within `cfg`: with `repro.base_per_seed` its own toy base
     (`repro.base.seed` = seed) held out from the evaluation split of that seed alone; otherwise `cfg`."""

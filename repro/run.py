@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from repro.arms import run_seed
-from repro.config import ReproConfig, check_repro_config, seed_config
+from repro.config import ReproConfig, base_seeds, check_repro_config, seed_config
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def run_repro(cfg: ReproConfig) -> dict:
     started = time.monotonic()
     # seed -> (its config, base folder, base info); one shared base, under the first seed, without base_per_seed
     bases: dict[int, tuple[ReproConfig, Path, dict]] = {}
-    for seed in cfg.repro.seeds if cfg.repro.base_per_seed else cfg.repro.seeds[:1]:
+    for seed in base_seeds(cfg):
         scfg = seed_config(cfg, seed)
         # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
         resume = cfg.repro.only_base or not cfg.repro.allow_weak_base

@@ -15,16 +15,15 @@ import argparse
 
 from repro.base.cache import base_diagnosis, toy_base_dir
 from repro.base.checkpoint import INFO_FILE, read_base_info
-from repro.config import load_repro_config, seed_config
+from repro.config import base_seeds, load_repro_config, seed_config
 
 PRESET = "ray_jobs/configs/repro_cpu.yaml"
 
 
 def diagnose_bases(cfg) -> dict[int, dict | None]:
     """seed -> {dir, summary, diagnosis} of each seed's cached base (None: not built yet)."""
-    seeds = cfg.repro.seeds if cfg.repro.base_per_seed else cfg.repro.seeds[:1]
     found: dict[int, dict | None] = {}
-    for seed in seeds:
+    for seed in base_seeds(cfg):
         scfg = seed_config(cfg, seed)
         folder = toy_base_dir(scfg)
         if not (folder / INFO_FILE).is_file():
