@@ -26,6 +26,21 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 
+# a miniature toy base for the toybase smoke run
+TOYBASE_SMOKE = [
+    "repro.base.hidden_size=32",
+    "repro.base.intermediate_size=64",
+    "repro.base.num_hidden_layers=1",
+    "repro.base.vocab_size=400",
+    "repro.base.worlds=2",
+    "repro.base.records_per_world=60",
+    "repro.base.batch_size=4",
+    "repro.base.min_tokens=224",
+    "data.source.builtin.num_records=120",
+    "eval.qa.num_questions=4",
+    "eval.qa.pool_records=120",
+]
+
 # name -> (module, smoke arguments); in the order they run.
 BENCHMARKS = {
     "synthesis": (
@@ -50,6 +65,10 @@ BENCHMARKS = {
     "import": ("bench.bench_import", ["--rows", "200", "--files", "2"]),
     "overhead": ("bench.bench_overhead", ["--pairs", "1", "--samples", "6", "--steps", "2", "--warmup", "1"]),
     "longctx": ("bench.bench_longctx", ["--multiples", "1", "2", "--steps", "1", "--warmup", "0"]),
+    "toybase": (
+        "bench.bench_toybase",
+        ["--steps", "3", "--pairs", "1", "--first", "0", "--set", *TOYBASE_SMOKE],
+    ),
     "loss_memory": (
         "bench.bench_loss_memory",
         ["--lengths", "512", "2048", "--vocab", "16384", "--hidden", "32", "--chunk-size", "128"],

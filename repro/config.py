@@ -119,6 +119,18 @@ class ToyBaseConfig(Section):
         "next run trains on from its checkpoint. Not part of the recipe hash.",
     )
     threads: int = Field(2, ge=1, description="torch threads (1 per process when two trainings share cores).")
+    pack: bool = Field(
+        True,
+        description="Pack a step's samples into rows of `context` tokens (first-fit-decreasing), kept apart by "
+        "the block-diagonal mask transformers builds from restarting positions: the padded batch's loss on "
+        "fewer slot tokens. Speed only: not part of the recipe hash.",
+    )
+    prefetch: int = Field(
+        2,
+        ge=0,
+        description="Steps whose samples a worker process composes ahead while the current step trains (0: "
+        "composed in line). Speed only: not part of the recipe hash.",
+    )
     seed: int = Field(0, description="Seed of weights, tokenizer corpus, worlds and sample order.")
 
     @model_validator(mode="after")

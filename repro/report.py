@@ -188,6 +188,19 @@ def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no ex
             f"{100 * d['random_document_copy']:.1f}%: a base near it copies a value without finding the "
             "entity's document."
         ]
+    if "training_exact_match" in d:
+        lines[-1:-1] = [
+            f"On {d['training_questions']} questions of its first training world (facts it trained on) it "
+            f"scores {100 * d['training_exact_match']:.1f}% (far above the fresh questions would mean it memorised "
+            "facts rather than looking them up)."
+        ]
+    if d.get("question_name_attention"):
+        by_layer = ", ".join(f"layer {k}: {a:.2f}" for k, a in enumerate(d["question_name_attention"]))
+        lines[-1:-1] = [
+            f"Attention of its most attentive head from the answer slot to the question's name, by layer: "
+            f"{by_layer} (the lookup needs it below the last layer, which has no layer after it to match the "
+            "documents' names with)."
+        ]
     rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]
     lines += markdown_table(["question type", "exact match", "n"], rows)
     if "by_gold_third" in d:  # diagnoses cached before the breakdown existed lack it

@@ -21,9 +21,10 @@ def base_fingerprint(cfg: ReproConfig) -> str:
     """Hash of everything the toy base depends on: its recipe, the world's shape, and the held-out split
     (eval fraction, arm seeds)."""
     b = cfg.repro.base
-    # threads change speed only; time_budget_min bounds one run of a resumable build. Knobs that joined the
-    # recipe later are left out at the value that means "as before", so older bases keep their cache.
-    exclude = {"threads", "time_budget_min"}
+    # threads, pack and prefetch change speed only; time_budget_min bounds one run of a resumable build.
+    # Knobs that joined the recipe later are left out at the value that means "as before", so older bases
+    # keep their cache.
+    exclude = {"threads", "pack", "prefetch", "time_budget_min"}
     if b.gold_beta is None:
         exclude |= {"gold_beta", "gold_beta_scope"}
     elif b.gold_beta_scope == "first":
@@ -53,7 +54,7 @@ def base_diagnosis(cfg: ReproConfig, folder: Path, questions: int = 160) -> dict
     path = Path(folder) / DIAGNOSIS_FILE
     if path.is_file():
         kept = json.loads(path.read_text())
-        if "random_document_copy" in kept:  # one written before the last field was added is computed again
+        if "question_name_attention" in kept:  # one written before the last field was added is computed again
             return kept
     result = diagnose_folder(cfg, folder, questions)
     path.write_text(json.dumps(result, indent=2))

@@ -6,7 +6,10 @@ base is, how its build ended, and what its answers are made of (`validate.diagno
 
 A base below its target is diagnosed as it was last saved (`make repro-base` would train it on). The line
 to read is exact match against `random document`: a base that copies a value from its prompt (`in the
-prompt` near 100%) at the rate of a document drawn at random has not learnt to find the entity's document.
+prompt` near 100%) at the rate of a document drawn at random has not learnt to find the entity's document;
+if it also answers questions it trained on at that rate, it has not memorised them either. The last figures
+are the attention its most attentive head pays from the answer slot to the question's name, per layer: the
+bases here that learnt the lookup read the name in layer 0, the ones that did not only in the last layer.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def describe(seed: int, base: dict | None) -> str:
         f"{100 * s['validation_accuracy']:.1f}% ({reached} its target); {d['questions']} fresh questions at "
         f"L0, gold positions uniform: exact match {100 * d['exact_match']:.1f}%, random document "
         f"{100 * d['random_document_copy']:.1f}%, in the prompt {100 * d['answers_found_in_the_prompt']:.1f}%, "
-        f"naming the gold document {100 * d['replies_naming_the_gold_document']:.1f}%"
+        f"naming the gold document {100 * d['replies_naming_the_gold_document']:.1f}%; on "
+        f"{d['training_questions']} questions it trained on {100 * d['training_exact_match']:.1f}%; its "
+        "question-name head by layer " + " / ".join(f"{a:.2f}" for a in d["question_name_attention"])
     )
 
 

@@ -17,7 +17,7 @@ MIN_LR_RATIO = 0.1  # the cosine ends at 10% of the peak LR
 CLIP_NORM = 1.0
 
 
-def weighted_batch(rows: list[Row], pad_id: int) -> dict:
+def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> dict:
     """`rows` as the library's padded batch (`longctx_core.packing.collate_packed`: input_ids, labels and
     position_ids, no attention mask) plus `weights`, aligned with the tokens like the labels:
 
@@ -27,22 +27,41 @@ def weighted_batch(rows: list[Row], pad_id: int) -> dict:
         position_ids   0   1   2                         0   1   2         (padding continues the row)
         weights       .5  .5   1                        .5   1   0
 
-    Position t predicts token t+1, with weight weights[t+1]; a row's first weight is never used."""
+    Position t predicts token t+1, with weight weights[t+1]; a row's first weight is never used.
+
+    With `pack_to`, rows are first packed (`longctx_core.packing.first_fit_decreasing`) into rows of at most
+    that many tokens (or the longest row), positions restarting per sample; each sample's first token gets
+    weight 0, so no sample is trained to predict the next one and the loss is the padded batch's:
+
+        pack_to=5     input_ids      5   6   7   8   9
+                      position_ids   0   1   2   0   1
+                      weights       .5  .5   1   0   1
+
+    The samples stay apart without a mask: transformers derives a block-diagonal causal mask from the
+    restarting positions (SDPA with that dense mask is the fastest layout for the toy base's short samples;
+    the library's `longctx_packed`, one SDPA call per sample, costs as much as padding at ~100 tokens a
+    sample: `bench/bench_toybase.py`)."""
     import torch
 
-    from longctx_core.packing import collate_packed
+    from longctx_core.packing import collate_packed, first_fit_decreasing
 
-    packed = [
-        {
-            "input_ids": ids,
-            "labels": [t if w > 0 else IGNORE_INDEX for t, w in zip(ids, ws, strict=True)],
-            "position_ids": list(range(len(ids))),  # one sample per row: nothing is packed
-        }
-        for ids, ws in rows
-    ]
+    groups = [[i] for i in range(len(rows))]
+    if pack_to is not None:
+        groups = first_fit_decreasing([len(ids) for ids, _ in rows], max(pack_to, *(len(r[0]) for r in rows)))
+    packed, row_weights = [], []
+    for group in groups:
+        ids, ws, pos = [], [], []
+        for k, i in enumerate(group):
+            sample_ids, sample_ws = rows[i]
+            ids += sample_ids
+            ws += [0.0 if k else sample_ws[0], *sample_ws[1:]]  # a later sample's first token: no target
+            pos += range(len(sample_ids))
+        labels = [t if w > 0 else IGNORE_INDEX for t, w in zip(ids, ws, strict=True)]
+        packed.append({"input_ids": ids, "labels": labels, "position_ids": pos})
+        row_weights.append(ws)
     batch = collate_packed(packed, pad_id)
     weights = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
-    for i, (_, ws) in enumerate(rows):
+    for i, ws in enumerate(row_weights):
         weights[i, : len(ws)] = torch.tensor(ws)
     return batch | {"weights": weights}
 
@@ -52,7 +71,8 @@ def weighted_loss(model, batch: dict):
     mean over answer tokens (weight 1) for logging."""
     import torch.nn.functional as F
 
-    # No attention mask: padding comes last, so no real token attends to it.
+    # No attention mask: padding comes last, so no real token attends to it; packed samples are kept apart
+    # by the mask transformers builds from the restarting position_ids (see `weighted_batch`).
     out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
     logits = out.logits[:, :-1]
     targets = batch["labels"][:, 1:].reshape(-1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from longctx_core.tiny import build_tiny_model, train_tokenizer
 from repro.base.checkpoint import load_checkpoint, save_checkpoint
+from repro.base.feed import RowFeed
 from repro.base.model import model_shape, tokenizer_texts
 from repro.base.samples import Row, qa_rows, recall_rows
 from repro.base.step import adamw, lr_schedule, optimizer_step, weighted_batch, weighted_loss
@@ -102,9 +103,10 @@ def rows_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) -
     return qa_rows(worlds, tokenizer, b, step - b.recall_warmup_steps)
 
 
-def train_step(model, opt, rows: list[Row], pad_id: int, lr: float):
-    """One optimizer step on `rows`; returns (loss, answer-token loss) before the step."""
-    loss, answer_loss = weighted_loss(model, weighted_batch(rows, pad_id))
+def train_step(model, opt, rows: list[Row], pad_id: int, lr: float, pack_to: int | None = None):
+    """One optimizer step on `rows` (packed into rows of `pack_to` tokens when given: `weighted_batch`);
+    returns (loss, answer-token loss) before the step."""
+    loss, answer_loss = weighted_loss(model, weighted_batch(rows, pad_id, pack_to))
     optimizer_step(model, opt, loss, lr)
     return loss.item(), answer_loss.item()
 
@@ -135,12 +137,53 @@ def train_toy_base(
     log_setup(model, tokenizer, b, worlds, val_prompts)
     first_step = progress.steps
     lr_at = learning_rate(b, first_step, restarted)
-    accuracy = progress.curve[-1]["accuracy"] if progress.curve else 0.0
     model.config.use_cache = False
     model.train()
+    feed = RowFeed(lambda step: rows_for_step(worlds, tokenizer, b, step), first_step, b.prefetch)
+    with feed:
+        accuracy = train_loop(
+            model, tokenizer, opt, b, progress, feed, val_prompts, checkpoint, started, lr_at
+        )
+    model.config.use_cache = True
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    total = progress.state(first_step, (time.monotonic() - started) / 60, b.threads)
+    return {
+        "steps": progress.steps,
+        "tokens": progress.tokens,
+        "minutes": total["minutes"],
+        "validation_accuracy": accuracy,
+        "reached_target": accuracy >= b.target_accuracy,
+        "validation_questions": len(val_prompts),
+        "curve": progress.curve,
+        "runs": total["runs"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": b.threads,
+    }
+
+
+def train_loop(
+    model,
+    tokenizer,
+    opt,
+    b: ToyBaseConfig,
+    progress: Progress,
+    feed: RowFeed,
+    val_prompts,
+    checkpoint: Path | None,
+    started: float,
+    lr_at: Callable[[int], float],
+) -> float:
+    """Train from `progress.steps` until the target, `max_steps` or the time budget; validate (and
+    checkpoint) every `eval_every` steps and at the end. Returns the last validation exact match."""
+    first_step = progress.steps
+    accuracy = progress.curve[-1]["accuracy"] if progress.curve else 0.0
+    pack_to = b.context if b.pack else None
     while progress.steps < b.max_steps:
-        rows = rows_for_step(worlds, tokenizer, b, progress.steps)
-        loss, answer_loss = train_step(model, opt, rows, tokenizer.pad_token_id, lr_at(progress.steps))
+        rows = feed.take(progress.steps)
+        loss, answer_loss = train_step(
+            model, opt, rows, tokenizer.pad_token_id, lr_at(progress.steps), pack_to
+        )
         progress.steps += 1
         progress.tokens += sum(len(ids) for ids, _ in rows)
         minutes = (time.monotonic() - started) / 60
@@ -168,22 +211,7 @@ def train_toy_base(
             save_checkpoint(checkpoint, model, tokenizer, opt, progress.state(first_step, minutes, b.threads))
         if accuracy >= b.target_accuracy or over_time:
             break
-    model.config.use_cache = True
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    total = progress.state(first_step, (time.monotonic() - started) / 60, b.threads)
-    return {
-        "steps": progress.steps,
-        "tokens": progress.tokens,
-        "minutes": total["minutes"],
-        "validation_accuracy": accuracy,
-        "reached_target": accuracy >= b.target_accuracy,
-        "validation_questions": len(val_prompts),
-        "curve": progress.curve,
-        "runs": total["runs"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "threads": b.threads,
-    }
+    return accuracy
 
 
 def log_setup(model, tokenizer, b: ToyBaseConfig, worlds: list[World], val_prompts: list[dict]) -> None:

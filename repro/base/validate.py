@@ -143,9 +143,60 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
     }
 
 
+def entity_name(question: str) -> str | None:
+    """The entity a builtin-world question asks about: its last capitalised word after the first
+    ("What colour does Tar like best?" -> "Tar"); None if it has none."""
+    names = [w.strip("?.,'") for i, w in enumerate(question.split()) if i and w[:1].isupper()]
+    return names[-1] if names else None
+
+
+def name_attention(
+    model, tokenizer, prompts: list[dict], answer_prefix: str = "The answer is:"
+) -> list[float]:
+    """Per layer, the attention the most attentive head pays, on average over `prompts`, from the slot where a
+    plain answer puts its value (after `answer_prefix`) to the question's entity name.
+
+    Looking an entity up takes two layers: one moves the question's name to the answer slot, a later one
+    matches it against the documents' names and copies the value. A base whose name-reading head sits in
+    the last layer (the one a quote needs to copy the name) has no layer left to match with."""
+    import torch
+
+    model.eval()
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # the only one that returns attention weights
+    prefix = tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
+    totals, n = None, 0
+    try:
+        for p in prompts:
+            name = entity_name(p["question"])
+            if name is None:
+                continue
+            name_ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+            ids = p["ids"] + prefix
+            last = len(ids) - len(name_ids)
+            starts = [i for i in range(last, -1, -1) if ids[i : i + len(name_ids)] == name_ids]
+            if not starts:
+                continue
+            at = starts[0]  # the question's mention: the last one
+            with torch.no_grad():
+                out = model(torch.tensor([ids]), output_attentions=True, use_cache=False)
+            # per layer, per head: attention from the last position to the name's tokens
+            layers = [a[0, :, -1, at : at + len(name_ids)].sum(-1) for a in out.attentions]
+            totals = torch.stack(layers) if totals is None else totals + torch.stack(layers)
+            n += 1
+    finally:
+        model.set_attn_implementation(previous)
+        model.train()
+    return [] if totals is None else (totals / n).max(dim=1).values.tolist()
+
+
 def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) -> dict:
     """`diagnose` a built toy base (no RoPE extension: the base as built) on `questions` fresh prompts of
-    its validation world, gold positions uniform whatever the base was trained on."""
+    its validation world, gold positions uniform whatever the base was trained on; plus
+    `training_exact_match`, the same prompts built from questions of its first training world (facts it
+    trained on): far above the fresh exact match, the base memorised facts instead of looking them up; and
+    `question_name_attention` (`name_attention`, on 48 of the fresh prompts): per layer, how strongly its
+    most attentive head reads the question's name from the answer slot."""
     import torch
 
     from longctx_core.modeling import load_model, load_tokenizer
@@ -155,6 +206,13 @@ def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) 
     model_cfg = base_model_config(cfg, folder)
     tokenizer = load_tokenizer(model_cfg)
     b = cfg.repro.base.model_copy(update={"eval_questions": questions, "gold_beta": None})
-    _, val_world = base_worlds(cfg, tokenizer, heldout_questions(cfg))
+    worlds, val_world = base_worlds(cfg, tokenizer, heldout_questions(cfg))
     model = load_model(model_cfg, quantize=False)
-    return diagnose(model, tokenizer, validation_prompts(val_world, tokenizer, b))
+    val_prompts = validation_prompts(val_world, tokenizer, b)
+    result = diagnose(model, tokenizer, val_prompts)
+    trained = validation_prompts(worlds[0], tokenizer, b)
+    return result | {
+        "training_exact_match": validate(model, tokenizer, trained),
+        "training_questions": len(trained),
+        "question_name_attention": name_attention(model, tokenizer, val_prompts[:48]),
+    }

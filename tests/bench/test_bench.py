@@ -89,6 +89,20 @@ def test_longctx_smoke(results):
     assert math.isfinite(ratio) and ratio > 0
 
 
+def test_toybase_smoke(results):
+    """Both layouts train the same rows from the same weights: their losses agree, and packing fills more of
+    its slots than padding does."""
+    from bench import bench_toybase
+    from bench.run_all import BENCHMARKS
+
+    bench_toybase.main(BENCHMARKS["toybase"][1])
+    record = check_record(results / "toybase.json", "toybase")
+    assert [(r["pack"], r["prefetch"]) for r in record["runs"]] == [(False, 0), (True, 2)]
+    assert record["loss_max_abs_diff"] < 1e-3
+    assert record["slot_efficiency"]["packed"] >= record["slot_efficiency"]["padded"]
+    assert record["runs"][0]["real_tokens"] == record["runs"][1]["real_tokens"]
+
+
 def test_gpu_benchmark_dry_run_through_run_sh(tmp_path):
     """The GPU script's CPU smoke mode, through run.sh as `make bench-gpu` calls it (tiny Qwen2 shape, 4-bit
     NF4 + LoRA + PackedCausalLM on packed rows); the product path has its own (slow) test."""

@@ -82,6 +82,78 @@ def test_weighted_batch_puts_weights_on_predicted_tokens():
     assert torch.equal(batch["weights"][:, 1:], torch.tensor([[0.5, 1.0], [1.0, 0.0]]))
 
 
+def test_packed_weighted_batch_restarts_positions_and_never_targets_the_next_sample():
+    import torch
+
+    from repro.base.step import weighted_batch
+
+    rows = [([5, 6, 7], [0.5, 0.5, 1.0]), ([8, 9], [0.5, 1.0]), ([1, 2, 3, 4], [0.5, 0.5, 0.5, 1.0])]
+    batch = weighted_batch(rows, pad_id=0, pack_to=5)
+    # first-fit-decreasing: [1 2 3 4] opens row 0, [5 6 7] opens row 1, [8 9] joins it (3 + 2 = 5)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 0, 1]]
+    assert batch["labels"].tolist() == [[1, 2, 3, 4, -100], [5, 6, 7, -100, 9]]
+    # 7 does not predict 8 (weight 0); 8 predicts 9 as in its own row
+    assert torch.equal(batch["weights"][1, 1:], torch.tensor([0.5, 1.0, 0.0, 1.0]))
+    assert batch["weights"][:, 1:].sum() == sum(sum(w[1:]) for _, w in rows)  # the weights the loss reads
+
+
+def test_packed_rows_train_as_padded_ones():
+    """The same rows, one per padded row or packed (positions restarting, no mask): the same loss and
+    gradients, so samples never see each other and packing changes a build's speed, not its recipe."""
+    import torch
+
+    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from repro.base.model import model_shape
+    from repro.base.step import weighted_batch, weighted_loss
+
+    b = mini_config().repro.base
+    tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
+    model = build_tiny_model(model_shape(b), tok)
+    assert model.config._attn_implementation == "sdpa"  # what a build trains with
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n in (40, 9, 23, 31, 17, 5):
+        ids = torch.randint(3, len(tok), (n,), generator=g).tolist()
+        rows.append((ids, [0.5] * (n - 3) + [1.0] * 3))
+
+    def loss_and_grads(pack_to):
+        model.zero_grad()
+        loss, answer = weighted_loss(model, weighted_batch(rows, tok.pad_token_id, pack_to))
+        loss.backward()
+        return loss.detach(), answer.detach(), [p.grad.clone() for p in model.parameters()]
+
+    padded, packed = loss_and_grads(None), loss_and_grads(64)
+    assert weighted_batch(rows, tok.pad_token_id, 64)["input_ids"].shape[0] < len(rows)
+    torch.testing.assert_close(packed[0], padded[0])
+    torch.testing.assert_close(packed[1], padded[1])
+    for a, b_ in zip(packed[2], padded[2], strict=True):
+        torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-6)
+    # and the check can fail: one row holding the samples unseparated (positions running on) differs
+    flat = weighted_batch(rows, tok.pad_token_id, 64)
+    flat["position_ids"] = torch.arange(flat["input_ids"].shape[1]).expand_as(flat["input_ids"])
+    assert not torch.allclose(weighted_loss(model, flat)[0], padded[0])
+
+
+def _rows_of(step):
+    if step == 3:
+        raise RuntimeError("step 3 cannot be composed")
+    return [([step, step + 1], [0.5, 1.0])]
+
+
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_row_feed_gives_each_steps_rows_in_order_and_raises_a_workers_error(ahead):
+    from repro.base.feed import RowFeed
+
+    with RowFeed(_rows_of, first=1, ahead=ahead) as feed:
+        assert [feed.take(s) for s in (1, 2)] == [_rows_of(1), _rows_of(2)]
+        with pytest.raises(ValueError, match="step 3 is next"):
+            feed.take(4)
+        with pytest.raises(RuntimeError, match="step 3 cannot be composed"):
+            feed.take(3)
+    assert feed.pool is None
+
+
 def test_curriculum_grows_to_l0():
     from repro.base.samples import curriculum_max
     from repro.config import load_repro_config
@@ -167,6 +239,14 @@ def test_question_type_cuts_the_entity_name_out():
     assert question_type("Where was Far born?") == question_type("Where was Zim born?")
 
 
+def test_entity_name_is_the_name_a_question_asks_about():
+    from repro.base.validate import entity_name
+
+    assert entity_name("What is the favourite colour of Tar?") == "Tar"
+    assert entity_name("What colour does Lir like best?") == "Lir"
+    assert entity_name("what is it?") is None
+
+
 def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     """The breakdown that shows whether a base looks entities up: per question type, gold document named."""
     from repro.base.cache import base_diagnosis
@@ -179,6 +259,9 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     assert d["exact_match"] <= d["answers_found_in_the_prompt"] <= 1  # a right answer is in its prompt
     # the gold document holds the gold value, so a random pick finds it at least sometimes
     assert 0 < d["random_document_copy"] <= 1
+    assert 0 <= d["training_exact_match"] <= 1 and d["training_questions"] > 0
+    layers = d["question_name_attention"]
+    assert len(layers) == cfg.repro.base.num_hidden_layers and all(0 <= a <= 1 for a in layers)
     for cut in ("by_question_type", "by_gold_third"):
         assert sum(c["n"] for c in d[cut].values()) == d["questions"], cut
         mean = sum(c["exact_match"] * c["n"] for c in d[cut].values()) / d["questions"]
@@ -188,6 +271,8 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     text = "\n".join(diagnosis_lines(d))
     assert "| question type | exact match | n |" in text and f"({d['questions']} fresh" in text
     assert f"would score {100 * d['random_document_copy']:.1f}%" in text
+    assert f"it trained on) it scores {100 * d['training_exact_match']:.1f}%" in text
+    assert f"by layer: layer 0: {layers[0]:.2f}" in text
 
 
 def test_score_reply_tells_the_gold_document_from_another():
@@ -410,6 +495,8 @@ def test_diagnose_cli_reports_each_seeds_cached_base_without_training(mini_base,
     assert (
         out[0].startswith(f"seed 0: {folder}: ")
         and f"random document {100 * d['random_document_copy']:.1f}%" in out[0]
+        and f"trained on {100 * d['training_exact_match']:.1f}%" in out[0]
+        and out[0].endswith(" / ".join(f"{a:.2f}" for a in d["question_name_attention"]))
     )
     assert out[1] == "seed 1: no base built yet (make repro-base)"
     assert sorted(p.name for p in folder.parent.iterdir()) == before  # nothing built or trained

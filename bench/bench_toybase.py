@@ -1,0 +1,155 @@
+"""Toy base build speed: steps/s of the repro's toy-base training loop with packed rows (transformers'
+block-diagonal mask from restarting positions, SDPA) and samples composed ahead by a worker (`repro.base.pack`, `repro.base.prefetch`, the preset) / one sample per padded
+row, composed in line (both off), on the same rows from the same initial weights.
+
+    python -m bench.bench_toybase [--seed 2] [--first 2000] [--steps 40] [--pairs 2]
+
+The rows are the build's own (`repro.base.train.rows_for_step`: the preset's worlds, tokenizer and
+curriculum; `--first` 2000 is past the curriculum, samples up to L0), so the figure is what a build at the
+preset gains per step. Pairs are interleaved (baseline first, then the other, then the other way round);
+the record has each run, the median steps/s of each side, the slot tokens (padded or packed) against the
+real ones, and the largest loss difference between the two sides' steps (the same rows and weights: they
+must train alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+
+from bench.common import command_line, print_table, write_result
+
+logger = logging.getLogger(__name__)
+
+PRESET = "ray_jobs/configs/repro_cpu.yaml"
+
+
+def setup(seed: int, overrides: list[str]):
+    """(config, tokenizer, worlds, initial weights) of the preset's toy base for `seed`."""
+    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from repro.base.model import model_shape, tokenizer_texts
+    from repro.base.worlds import base_worlds, heldout_questions
+    from repro.config import load_repro_config, seed_config
+
+    cfg = seed_config(load_repro_config(PRESET, overrides), seed)
+    excluded = heldout_questions(cfg)
+    tokenizer = train_tokenizer(tokenizer_texts(cfg, excluded), cfg.repro.base.vocab_size)
+    worlds, _ = base_worlds(cfg, tokenizer, excluded)
+    init = build_tiny_model(model_shape(cfg.repro.base), tokenizer).state_dict()
+    return cfg, tokenizer, worlds, init
+
+
+def slot_tokens(lengths: list[int], pack_to: int | None) -> int:
+    """Tokens of a step's batch as `repro.base.step.weighted_batch` lays it out: rows x the longest row."""
+    from longctx_core.packing import first_fit_decreasing
+
+    if pack_to is None:
+        return len(lengths) * max(lengths)
+    bins = first_fit_decreasing(lengths, max(pack_to, *lengths))
+    return len(bins) * max(sum(lengths[i] for i in b) for b in bins)
+
+
+def run(cfg, tokenizer, worlds, init: dict, first: int, steps: int, pack: bool, prefetch: int) -> dict:
+    """`steps` training steps from `init` on the rows of steps first, first+1, ...; steps/s and losses."""
+    import torch
+
+    from longctx_core.tiny import build_tiny_model
+    from repro.base.feed import RowFeed
+    from repro.base.model import model_shape
+    from repro.base.step import adamw
+    from repro.base.train import rows_for_step, train_step
+
+    b = cfg.repro.base
+    torch.set_num_threads(b.threads)
+    model = build_tiny_model(model_shape(b), tokenizer)
+    model.load_state_dict(init)
+    model.config.use_cache = False
+    model.train()
+    opt = adamw(model, b.lr, b.weight_decay)
+    pack_to = b.context if pack else None
+    losses, lengths = [], []
+    with RowFeed(lambda step: rows_for_step(worlds, tokenizer, b, step), first, prefetch) as feed:
+        started = time.perf_counter()
+        for step in range(first, first + steps):
+            rows = feed.take(step)
+            loss, _ = train_step(model, opt, rows, tokenizer.pad_token_id, b.lr, pack_to)
+            losses.append(loss)
+            lengths.append([len(ids) for ids, _ in rows])
+        seconds = time.perf_counter() - started
+    return {
+        "pack": pack,
+        "prefetch": prefetch,
+        "steps_per_s": steps / seconds,
+        "seconds": seconds,
+        "real_tokens": sum(map(sum, lengths)),
+        "slot_tokens": sum(slot_tokens(n, pack_to) for n in lengths),
+        "losses": losses,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_toybase", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--seed", type=int, default=2, help="the toy base's seed (worlds, weights, rows)")
+    parser.add_argument("--first", type=int, default=2000, help="first step whose rows are trained on")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per run")
+    parser.add_argument("--pairs", type=int, default=2, help="interleaved (baseline, packed) pairs")
+    parser.add_argument("--prefetch", type=int, default=2, help="steps composed ahead on the packed side")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="dotted overrides of the preset (smaller sizes for a smoke run)"
+    )
+    args = parser.parse_args(argv)
+    cfg, tokenizer, worlds, init = setup(args.seed, args.set)
+    runs = []
+    for pair in range(args.pairs):
+        sides = [(False, 0), (True, args.prefetch)]
+        for pack, prefetch in sides if pair % 2 == 0 else sides[::-1]:
+            r = run(cfg, tokenizer, worlds, init, args.first, args.steps, pack, prefetch)
+            logger.info("toybase bench: pack=%s prefetch=%d %.2f steps/s", pack, prefetch, r["steps_per_s"])
+            runs.append(r)
+    base = [r for r in runs if not r["pack"]]
+    fast = [r for r in runs if r["pack"]]
+    value = statistics.median(r["steps_per_s"] for r in fast)
+    baseline = statistics.median(r["steps_per_s"] for r in base)
+    loss_diff = max(abs(a - b) for a, b in zip(fast[0]["losses"], base[0]["losses"], strict=True))
+    print_table(
+        f"toy base steps/s (seed {args.seed}, steps {args.first}-{args.first + args.steps - 1}, "
+        f"batch {cfg.repro.base.batch_size}, L0 {cfg.repro.base.context})",
+        [
+            (
+                "packed + composed ahead" if r["pack"] else "padded, composed in line",
+                r["steps_per_s"],
+                r["real_tokens"] / r["slot_tokens"],
+                r["seconds"],
+            )
+            for r in runs
+        ],
+        ("layout", "steps/s", "real/slot tokens", "seconds"),
+    )
+    print(f"ratio {value / baseline:.3f}; largest loss difference between the sides' steps {loss_diff:.2e}")
+    return write_result(
+        "toybase",
+        value,
+        "steps/s (packed, composed ahead)",
+        baseline,
+        command_line("bench.bench_toybase", argv),
+        seed=args.seed,
+        first_step=args.first,
+        steps=args.steps,
+        batch_size=cfg.repro.base.batch_size,
+        context=cfg.repro.base.context,
+        slot_efficiency={
+            "padded": base[0]["real_tokens"] / base[0]["slot_tokens"],
+            "packed": fast[0]["real_tokens"] / fast[0]["slot_tokens"],
+        },
+        loss_max_abs_diff=loss_diff,
+        runs=[{k: v for k, v in r.items() if k != "losses"} for r in runs],
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()
