@@ -99,6 +99,12 @@ class ToyBaseConfig(Section):
         "fill the list from its edges inward) or only the first (the rest uniform; with 2-6 questions among ~8 "
         "documents that left most golds unbiased). Ignored while gold_beta is unset.",
     )
+    shuffle_values: bool = Field(
+        False,
+        description="Rename each base sample's values (colours, ...) by a fresh permutation of their set, in its "
+        "documents, questions and answers alike: a name's value is then new in every sample, so remembering "
+        "facts from the 12 worlds predicts nothing and only the lookup lowers the loss.",
+    )
     batch_size: int = Field(16, ge=1, description="Samples per optimizer step.")
     max_steps: int = Field(4000, ge=1, description="Upper bound on optimizer steps.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (cosine decay to 10%).")

@@ -25,6 +25,8 @@ def base_fingerprint(cfg: ReproConfig) -> str:
     # Knobs that joined the recipe later are left out at the value that means "as before", so older bases
     # keep their cache.
     exclude = {"threads", "pack", "prefetch", "time_budget_min"}
+    if not b.shuffle_values:
+        exclude.add("shuffle_values")
     if b.gold_beta is None:
         exclude |= {"gold_beta", "gold_beta_scope"}
     elif b.gold_beta_scope == "first":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Sequence
 
 from data_gen.seeding import rng_for
@@ -104,12 +105,40 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
     return samples
 
 
+def value_lists() -> list[list[str]]:
+    """The builtin world's closed value sets whose members `shuffle_values` permutes (English forms)."""
+    from data_gen import builtin
+
+    sets = (builtin.COLOURS, builtin.PROFESSIONS, builtin.ANIMALS, builtin.INSTRUMENTS, builtin.FOODS)
+    return [[en for en, _ in pairs] for pairs in (*sets, builtin.HOBBIES, builtin.MATERIALS)]
+
+
+def shuffle_values(messages: Sequence[dict[str, str]], rng: random.Random) -> list[dict[str, str]]:
+    """`messages` of one sample with every closed-set value (a colour, an animal, ...: `value_lists`) renamed
+    by one random permutation of its set, the same in every document, question and answer: the sample still
+    answers itself (quotes stay verbatim), but which value goes with which name is new in every sample, so
+    only reading the context predicts it, never facts remembered from earlier samples.
+
+        "Tar likes the colour yellow ..." / "The answer is: yellow"  ->  "... the colour teal ..." / "... teal"
+    """
+    rename: dict[str, str] = {}
+    for values in value_lists():
+        rename |= dict(zip(values, rng.sample(values, len(values)), strict=True))
+    words = sorted(rename, key=len, reverse=True)  # longest first: a value inside a longer one stays whole
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b")
+    return [m | {"content": pattern.sub(lambda hit: rename[hit.group(0)], m["content"])} for m in messages]
+
+
 def qa_rows(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) -> list[Row]:
-    """The weighted rows of QA `step` (`batch_for_step`, encoded with `prompt_loss_weight`)."""
-    return [
-        encode_chat(tokenizer, s.messages, b.prompt_loss_weight)
-        for s in batch_for_step(worlds, tokenizer, b, step)
-    ]
+    """The weighted rows of QA `step` (`batch_for_step`, encoded with `prompt_loss_weight`; with
+    `shuffle_values`, each sample's values renamed first)."""
+    rows = []
+    for i, sample in enumerate(batch_for_step(worlds, tokenizer, b, step)):
+        messages = sample.messages
+        if b.shuffle_values:
+            messages = shuffle_values(messages, rng_for(b.seed, "toy-base-values", step, i))
+        rows.append(encode_chat(tokenizer, messages, b.prompt_loss_weight))
+    return rows
 
 
 def recall_rows(tokenizer, b: ToyBaseConfig, step: int) -> list[Row]:

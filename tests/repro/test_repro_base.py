@@ -154,6 +154,66 @@ def test_row_feed_gives_each_steps_rows_in_order_and_raises_a_workers_error(ahea
     assert feed.pool is None
 
 
+def test_shuffle_values_renames_each_value_the_same_way_in_the_whole_sample():
+    import random
+
+    from repro.base.samples import shuffle_values, value_lists
+
+    doc = "Document [1] (Title: Tar) Tar likes the colour red more than any other. Fred keeps a cat, not a category."
+    messages = [
+        {"role": "user", "content": doc + "\n\nQuestion: What is the favourite colour of Tar?"},
+        {
+            "role": "assistant",
+            "content": 'The original text says: "Tar likes the colour red more than any other."',
+        },
+    ]
+    colours, animals = value_lists()[0], value_lists()[2]
+
+    def renamed(out):  # (the colour red became, the animal cat became)
+        words = out[0]["content"].replace(",", " ").split()
+        return words[8], words[words.index("keeps") + 2]
+
+    draws = [renamed(shuffle_values(messages, random.Random(k))) for k in range(40)]
+    assert {c for c, _ in draws} <= set(colours) and len({c for c, _ in draws}) > 5  # drawn at random
+    assert {a for _, a in draws} <= set(animals) and len({a for _, a in draws}) > 4
+    out = shuffle_values(messages, random.Random(3))
+    assert out == shuffle_values(messages, random.Random(3))  # a function of the rng
+    colour, animal = renamed(out)
+    assert out[0]["content"] == messages[0]["content"].replace(" red ", f" {colour} ").replace(
+        " cat,", f" {animal},"
+    )
+    assert "Fred" in out[0]["content"] and "category" in out[0]["content"]  # whole words only
+    assert out[1]["content"] == messages[1]["content"].replace(
+        " red ", f" {colour} "
+    )  # the quote still quotes
+
+
+def test_shuffled_rows_still_answer_from_their_own_documents():
+    """With shuffle_values every answer is still the value its sample's gold document states."""
+    import re
+
+    from longctx_core.tiny import train_tokenizer
+    from repro.base.model import tokenizer_texts
+    from repro.base.samples import qa_rows
+    from repro.base.worlds import base_worlds, heldout_questions
+
+    cfg = mini_config("repro.base.shuffle_values=true", "repro.base.answer_styles={plain: 1}")
+    b = cfg.repro.base
+    excluded = heldout_questions(cfg)
+    tok = train_tokenizer(tokenizer_texts(cfg, excluded), b.vocab_size)
+    worlds, _ = base_worlds(cfg, tok, excluded)
+    plain = qa_rows(worlds, tok, b.model_copy(update={"shuffle_values": False}), 50)
+    shuffled = qa_rows(worlds, tok, b, 50)
+    changed = 0
+    for (ids, _), (ids0, _) in zip(shuffled, plain, strict=True):
+        text = tok.decode(ids)
+        answers = [a.split("<|im_end|>")[0].strip() for a in text.split("The answer is:")[1:]]
+        context = text.split("Question:")[0]
+        assert answers and all(re.search(rf"\b{a}\b", context) for a in answers), text
+        changed += ids != ids0
+    assert changed > 0
+
+
 def test_curriculum_grows_to_l0():
     from repro.base.samples import curriculum_max
     from repro.config import load_repro_config
