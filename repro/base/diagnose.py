@@ -4,7 +4,8 @@ base is, how its build ended, and what its answers are made of (`validate.diagno
     python -m repro.base.diagnose --config ray_jobs/configs/repro_cpu.yaml 'repro.seeds=[0, 1, 2]'
     make repro-diagnose REPRO_ARGS="'repro.seeds=[0, 1, 2]' eval.qa.num_questions=290"
 
-A base below its target is diagnosed as it was last saved (`make repro-base` would train it on). The line
+A base below its target is diagnosed as it was last saved (`make repro-base` would train it on); a build that
+has not ended a run yet (killed, or still under way) is diagnosed at its last checkpoint. The line
 to read is exact match against `random document`: a base that copies a value from its prompt (`in the
 prompt` near 100%) at the rate of a document drawn at random has not learnt to find the entity's document;
 if it also answers questions it trained on at that rate, it has not memorised them either. The last figures
@@ -15,25 +16,47 @@ bases here that learnt the lookup read the name in layer 0, the ones that did no
 from __future__ import annotations
 
 import argparse
+import json
 
 from repro.base.cache import base_diagnosis, toy_base_dir
-from repro.base.checkpoint import INFO_FILE, read_base_info
+from repro.base.checkpoint import INFO_FILE, STATE_FILE, read_base_info
+from repro.base.validate import diagnose_folder
 from repro.config import base_seeds, load_repro_config, seed_config
 
 PRESET = "ray_jobs/configs/repro_cpu.yaml"
 
 
 def diagnose_bases(cfg) -> dict[int, dict | None]:
-    """seed -> {dir, summary, diagnosis} of each seed's cached base (None: not built yet)."""
+    """seed -> {dir, summary, diagnosis, partial} of each seed's cached base, or of the last checkpoint of a
+    build that has not finished a run yet (`partial`: killed, or still under way; diagnosed afresh each
+    time, as it moves on); None: nothing built yet."""
     found: dict[int, dict | None] = {}
     for seed in base_seeds(cfg):
         scfg = seed_config(cfg, seed)
         folder = toy_base_dir(scfg)
-        if not (folder / INFO_FILE).is_file():
+        checkpoint = folder.with_name(folder.name + ".partial")
+        if (folder / INFO_FILE).is_file():
+            summary = read_base_info(folder)["summary"]
+            diagnosis = base_diagnosis(scfg, folder)
+            found[seed] = {"dir": str(folder), "summary": summary, "diagnosis": diagnosis, "partial": False}
+        elif (checkpoint / STATE_FILE).is_file():
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            accuracy = state["curve"][-1]["accuracy"] if state["curve"] else 0.0
+            summary = {
+                "steps": state["steps"],
+                "minutes": state["minutes"],
+                "validation_accuracy": accuracy,
+                "reached_target": accuracy >= scfg.repro.base.target_accuracy,
+            }
+            diagnosis = diagnose_folder(scfg, checkpoint)
+            found[seed] = {
+                "dir": str(checkpoint),
+                "summary": summary,
+                "diagnosis": diagnosis,
+                "partial": True,
+            }
+        else:
             found[seed] = None
-            continue
-        summary = read_base_info(folder)["summary"]
-        found[seed] = {"dir": str(folder), "summary": summary, "diagnosis": base_diagnosis(scfg, folder)}
     return found
 
 
@@ -43,8 +66,9 @@ def describe(seed: int, base: dict | None) -> str:
         return f"seed {seed}: no base built yet (make repro-base)"
     s, d = base["summary"], base["diagnosis"]
     reached = "reached" if s["reached_target"] else "below"
+    kind = "the checkpoint of an unfinished build, " if base.get("partial") else ""
     return (
-        f"seed {seed}: {base['dir']}: {s['steps']} steps, {s['minutes']:.1f} min, validation "
+        f"seed {seed}: {base['dir']}: {kind}{s['steps']} steps, {s['minutes']:.1f} min, validation "
         f"{100 * s['validation_accuracy']:.1f}% ({reached} its target); {d['questions']} fresh questions at "
         f"L0, gold positions uniform: exact match {100 * d['exact_match']:.1f}%, random document "
         f"{100 * d['random_document_copy']:.1f}%, in the prompt {100 * d['answers_found_in_the_prompt']:.1f}%, "

@@ -560,3 +560,22 @@ def test_diagnose_cli_reports_each_seeds_cached_base_without_training(mini_base,
     )
     assert out[1] == "seed 1: no base built yet (make repro-base)"
     assert sorted(p.name for p in folder.parent.iterdir()) == before  # nothing built or trained
+
+
+def test_diagnose_cli_reads_the_checkpoint_of_an_unfinished_build(tmp_path, monkeypatch, capsys):
+    """A build killed before its run ended has only its `.partial` checkpoint: diagnosed there, and said so."""
+    from repro.base.cache import toy_base_dir
+    from repro.base.diagnose import main
+    from repro.base.train import train_toy_base
+    from repro.config import seed_config
+
+    monkeypatch.setenv("LONGCTX_CACHE_DIR", str(tmp_path))
+    overrides = [*MINI, "repro.seeds=[3]", "repro.base.max_steps=6", "repro.base.eval_every=6"]
+    scfg = seed_config(mini_config(*overrides[len(MINI) :]), 3)
+    checkpoint = toy_base_dir(scfg).with_name(toy_base_dir(scfg).name + ".partial")
+    train_toy_base(scfg, tmp_path / "not-kept", checkpoint=checkpoint)  # as if killed before it was kept
+    found = main(["--config", PRESET, *overrides])
+    assert found[3]["partial"] and found[3]["dir"] == str(checkpoint) and found[3]["summary"]["steps"] == 6
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"seed 3: {checkpoint}: the checkpoint of an unfinished build, 6 steps")
+    assert not (checkpoint / "diagnosis.json").exists()  # a moving checkpoint is diagnosed afresh
