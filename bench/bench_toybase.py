@@ -1,8 +1,10 @@
 """Toy base build speed: steps/s of the repro's toy-base training loop with packed rows (transformers'
-block-diagonal mask from restarting positions, SDPA) and samples composed ahead by a worker (`repro.base.pack`, `repro.base.prefetch`, the preset) / one sample per padded
-row, composed in line (both off), on the same rows from the same initial weights.
+block-diagonal mask from restarting positions, SDPA) and samples composed ahead by a worker
+(`repro.base.pack`, `repro.base.prefetch`, the preset) / one sample per padded row, composed in line (both
+off), on the same rows from the same initial weights.
 
-    python -m bench.bench_toybase [--seed 2] [--first 2000] [--steps 40] [--pairs 2]
+    python -m bench.bench_toybase [--seed 2] [--first 2000] [--steps 40] [--pairs 2] [--prefetch 2]
+                                  [--packed-attn sdpa|longctx_packed] [--set repro.base.threads=1 ...]
 
 The rows are the build's own (`repro.base.train.rows_for_step`: the preset's worlds, tokenizer and
 curriculum; `--first` 2000 is past the curriculum, samples up to L0), so the figure is what a build at the
@@ -41,50 +43,48 @@ def setup(seed: int, overrides: list[str]):
     return cfg, tokenizer, worlds, init
 
 
-def slot_tokens(lengths: list[int], pack_to: int | None) -> int:
-    """Tokens of a step's batch as `repro.base.step.weighted_batch` lays it out: rows x the longest row."""
-    from longctx_core.packing import first_fit_decreasing
-
-    if pack_to is None:
-        return len(lengths) * max(lengths)
-    bins = first_fit_decreasing(lengths, max(pack_to, *lengths))
-    return len(bins) * max(sum(lengths[i] for i in b) for b in bins)
-
-
-def run(cfg, tokenizer, worlds, init: dict, first: int, steps: int, pack: bool, prefetch: int) -> dict:
-    """`steps` training steps from `init` on the rows of steps first, first+1, ...; steps/s and losses."""
+def run(
+    cfg, tokenizer, worlds, init: dict, first: int, steps: int, pack: bool, prefetch: int, attn: str = "sdpa"
+) -> dict:
+    """`steps` training steps from `init` on the rows of steps first, first+1, ...; steps/s, losses and the
+    real and slot tokens of the batches (counted after the timed steps)."""
     import torch
 
+    from longctx_core.attention import resolve_attn_implementation
     from longctx_core.tiny import build_tiny_model
     from repro.base.feed import RowFeed
     from repro.base.model import model_shape
-    from repro.base.step import adamw
+    from repro.base.step import adamw, weighted_batch
     from repro.base.train import rows_for_step, train_step
 
     b = cfg.repro.base
     torch.set_num_threads(b.threads)
     model = build_tiny_model(model_shape(b), tokenizer)
     model.load_state_dict(init)
+    model.set_attn_implementation(resolve_attn_implementation(attn))
     model.config.use_cache = False
     model.train()
     opt = adamw(model, b.lr, b.weight_decay)
     pack_to = b.context if pack else None
-    losses, lengths = [], []
+    losses, batches = [], []
     with RowFeed(lambda step: rows_for_step(worlds, tokenizer, b, step), first, prefetch) as feed:
         started = time.perf_counter()
         for step in range(first, first + steps):
             rows = feed.take(step)
             loss, _ = train_step(model, opt, rows, tokenizer.pad_token_id, b.lr, pack_to)
             losses.append(loss)
-            lengths.append([len(ids) for ids, _ in rows])
+            batches.append(rows)
         seconds = time.perf_counter() - started
     return {
         "pack": pack,
         "prefetch": prefetch,
+        "attn": attn,
         "steps_per_s": steps / seconds,
         "seconds": seconds,
-        "real_tokens": sum(map(sum, lengths)),
-        "slot_tokens": sum(slot_tokens(n, pack_to) for n in lengths),
+        "real_tokens": sum(len(ids) for rows in batches for ids, _ in rows),
+        "slot_tokens": sum(
+            weighted_batch(rows, tokenizer.pad_token_id, pack_to)["input_ids"].numel() for rows in batches
+        ),
         "losses": losses,
     }
 
@@ -99,15 +99,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--pairs", type=int, default=2, help="interleaved (baseline, packed) pairs")
     parser.add_argument("--prefetch", type=int, default=2, help="steps composed ahead on the packed side")
     parser.add_argument(
+        "--packed-attn",
+        default="sdpa",
+        choices=["sdpa", "longctx_packed"],
+        help="attention of the packed side: sdpa (transformers' dense block-diagonal mask, what the build uses) "
+        "or the library's longctx_packed (one SDPA call per sample)",
+    )
+    parser.add_argument(
         "--set", nargs="*", default=[], help="dotted overrides of the preset (smaller sizes for a smoke run)"
     )
     args = parser.parse_args(argv)
     cfg, tokenizer, worlds, init = setup(args.seed, args.set)
     runs = []
     for pair in range(args.pairs):
-        sides = [(False, 0), (True, args.prefetch)]
-        for pack, prefetch in sides if pair % 2 == 0 else sides[::-1]:
-            r = run(cfg, tokenizer, worlds, init, args.first, args.steps, pack, prefetch)
+        sides = [(False, 0, "sdpa"), (True, args.prefetch, args.packed_attn)]
+        for pack, prefetch, attn in sides if pair % 2 == 0 else sides[::-1]:
+            r = run(cfg, tokenizer, worlds, init, args.first, args.steps, pack, prefetch, attn)
             logger.info("toybase bench: pack=%s prefetch=%d %.2f steps/s", pack, prefetch, r["steps_per_s"])
             runs.append(r)
     base = [r for r in runs if not r["pack"]]
@@ -120,7 +127,7 @@ def main(argv=None) -> dict:
         f"batch {cfg.repro.base.batch_size}, L0 {cfg.repro.base.context})",
         [
             (
-                "packed + composed ahead" if r["pack"] else "padded, composed in line",
+                f"packed ({r['attn']}), {r['prefetch']} composed ahead" if r["pack"] else "padded, in line",
                 r["steps_per_s"],
                 r["real_tokens"] / r["slot_tokens"],
                 r["seconds"],
@@ -137,6 +144,7 @@ def main(argv=None) -> dict:
         baseline,
         command_line("bench.bench_toybase", argv),
         seed=args.seed,
+        packed_attn=args.packed_attn,
         first_step=args.first,
         steps=args.steps,
         batch_size=cfg.repro.base.batch_size,

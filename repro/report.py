@@ -170,8 +170,10 @@ def curve_lines(analysis: dict) -> list[str]:
 
 
 def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no extension") -> list[str]:
-    """The toy base's validation broken down (`repro.base.validate.diagnose`): per question type, and document lookup."""
+    """The toy base's validation broken down (`repro.base.cache.base_diagnosis`, which keeps every field):
+    per question type, document lookup, memory, the layer that reads the name, and gold third."""
     who = f"The toy base of seed {seed}" if seed is not None else "The toy base"
+    by_layer = ", ".join(f"layer {k}: {a:.2f}" for k, a in enumerate(d["question_name_attention"]))
     lines = [
         f"## {who} {where}, by question type ({d['questions']} fresh validation questions)",
         "",
@@ -179,34 +181,23 @@ def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no ex
         f"{100 * d['replies_naming_a_document']:.1f}%; naming the gold document: "
         f"{100 * d['replies_naming_the_gold_document']:.1f}% (a base that answers by matching the attribute "
         "type, not by looking the entity up, answers closed-set types and names the wrong document). "
-        f"Answers found somewhere in the prompt: {100 * d.get('answers_found_in_the_prompt', 0.0):.1f}%.",
+        f"Answers found somewhere in the prompt: {100 * d['answers_found_in_the_prompt']:.1f}%.",
+        f"Copying the value of a document drawn at random would score "
+        f"{100 * d['random_document_copy']:.1f}%: a base near it copies a value without finding the "
+        "entity's document.",
+        f"On {d['training_questions']} questions of its first training world (facts it trained on) it "
+        f"scores {100 * d['training_exact_match']:.1f}% (far above the fresh questions would mean it memorised "
+        "facts rather than looking them up).",
+        f"Attention of its most attentive head from the answer slot to the question's name, by layer: "
+        f"{by_layer} (the lookup needs it below the last layer, which has no layer after it to match the "
+        "documents' names with).",
         "",
     ]
-    if "random_document_copy" in d:  # diagnoses cached before it existed lack it
-        lines[-1:-1] = [
-            f"Copying the value of a document drawn at random would score "
-            f"{100 * d['random_document_copy']:.1f}%: a base near it copies a value without finding the "
-            "entity's document."
-        ]
-    if "training_exact_match" in d:
-        lines[-1:-1] = [
-            f"On {d['training_questions']} questions of its first training world (facts it trained on) it "
-            f"scores {100 * d['training_exact_match']:.1f}% (far above the fresh questions would mean it memorised "
-            "facts rather than looking them up)."
-        ]
-    if d.get("question_name_attention"):
-        by_layer = ", ".join(f"layer {k}: {a:.2f}" for k, a in enumerate(d["question_name_attention"]))
-        lines[-1:-1] = [
-            f"Attention of its most attentive head from the answer slot to the question's name, by layer: "
-            f"{by_layer} (the lookup needs it below the last layer, which has no layer after it to match the "
-            "documents' names with)."
-        ]
     rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]
     lines += markdown_table(["question type", "exact match", "n"], rows)
-    if "by_gold_third" in d:  # diagnoses cached before the breakdown existed lack it
-        lines += ["", "By where the gold document sat in the list (positions uniform):", ""]
-        rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_gold_third"].items()]
-        lines += markdown_table(["gold in the", "exact match", "n"], rows)
+    lines += ["", "By where the gold document sat in the list (positions uniform):", ""]
+    rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_gold_third"].items()]
+    lines += markdown_table(["gold in the", "exact match", "n"], rows)
     return lines
 
 

@@ -9,8 +9,9 @@ has not ended a run yet (killed, or still under way) is diagnosed at its last ch
 to read is exact match against `random document`: a base that copies a value from its prompt (`in the
 prompt` near 100%) at the rate of a document drawn at random has not learnt to find the entity's document;
 if it also answers questions it trained on at that rate, it has not memorised them either. The last figures
-are the attention its most attentive head pays from the answer slot to the question's name, per layer: the
-bases here that learnt the lookup read the name in layer 0, the ones that did not only in the last layer.
+are the attention its most attentive head pays from the answer slot to the question's name, per layer: of the
+finished bases measured so far, those that learnt the lookup read the name in layer 0, those that did not
+only in the last layer (README, toy-scale section).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ length curriculum, and the associative-recall rows of the optional warm-up. Ever
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -105,12 +106,21 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
     return samples
 
 
-def value_lists() -> list[list[str]]:
+@functools.cache
+def value_lists() -> tuple[tuple[str, ...], ...]:
     """The builtin world's closed value sets whose members `shuffle_values` permutes (English forms)."""
     from data_gen import builtin
 
-    sets = (builtin.COLOURS, builtin.PROFESSIONS, builtin.ANIMALS, builtin.INSTRUMENTS, builtin.FOODS)
-    return [[en for en, _ in pairs] for pairs in (*sets, builtin.HOBBIES, builtin.MATERIALS)]
+    sets = (builtin.COLOURS, builtin.PROFESSIONS, builtin.ANIMALS, builtin.INSTRUMENTS, builtin.FOODS,
+            builtin.HOBBIES, builtin.MATERIALS)  # fmt: skip
+    return tuple(tuple(en for en, _ in pairs) for pairs in sets)
+
+
+@functools.cache
+def _value_pattern() -> re.Pattern:
+    """Any value of `value_lists` as a whole word, longest first (a value inside a longer one stays whole)."""
+    words = sorted((v for values in value_lists() for v in values), key=len, reverse=True)
+    return re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b")
 
 
 def shuffle_values(messages: Sequence[dict[str, str]], rng: random.Random) -> list[dict[str, str]]:
@@ -124,8 +134,7 @@ def shuffle_values(messages: Sequence[dict[str, str]], rng: random.Random) -> li
     rename: dict[str, str] = {}
     for values in value_lists():
         rename |= dict(zip(values, rng.sample(values, len(values)), strict=True))
-    words = sorted(rename, key=len, reverse=True)  # longest first: a value inside a longer one stays whole
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b")
+    pattern = _value_pattern()
     return [m | {"content": pattern.sub(lambda hit: rename[hit.group(0)], m["content"])} for m in messages]
 
 

@@ -38,9 +38,8 @@ def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> 
                       weights       .5  .5   1   0   1
 
     The samples stay apart without a mask: transformers derives a block-diagonal causal mask from the
-    restarting positions (SDPA with that dense mask is the fastest layout for the toy base's short samples;
-    the library's `longctx_packed`, one SDPA call per sample, costs as much as padding at ~100 tokens a
-    sample: `bench/bench_toybase.py`)."""
+    restarting positions (for the toy base's short samples SDPA with that dense mask is faster than the
+    library's `longctx_packed`, one SDPA call per sample: `bench/bench_toybase.py --packed-attn`)."""
     import torch
 
     from longctx_core.packing import collate_packed, first_fit_decreasing

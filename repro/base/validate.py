@@ -88,12 +88,16 @@ def validate(model, tokenizer, prompts: list[dict], batch: int = 16) -> float:
     return hits / max(1, len(prompts))
 
 
+def _is_name(i: int, word: str) -> bool:
+    """Whether the `i`-th word of a builtin-world question is a name: a capitalised word after the first."""
+    return i > 0 and word[:1].isupper()
+
+
 def question_type(question: str) -> str:
     """A question's template, with the entity name cut out: "At what house number does Kos live?" ->
-    "At what house number does ... live?" (the builtin world's names are the capitalised words after the
-    first)."""
+    "At what house number does ... live?"."""
     words = question.rstrip("?").split()
-    return " ".join(w if i == 0 or not w[:1].isupper() else "..." for i, w in enumerate(words)) + "?"
+    return " ".join("..." if _is_name(i, w) else w for i, w in enumerate(words)) + "?"
 
 
 def score_reply(prompt: dict, reply: str) -> tuple[float, bool, bool]:
@@ -146,7 +150,7 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
 def entity_name(question: str) -> str | None:
     """The entity a builtin-world question asks about: its last capitalised word after the first
     ("What colour does Tar like best?" -> "Tar"); None if it has none."""
-    names = [w.strip("?.,'") for i, w in enumerate(question.split()) if i and w[:1].isupper()]
+    names = [w.strip("?.,'") for i, w in enumerate(question.split()) if _is_name(i, w)]
     return names[-1] if names else None
 
 
@@ -173,11 +177,11 @@ def name_attention(
                 continue
             name_ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
             ids = p["ids"] + prefix
+            # the question's mention: the last one in the prompt
             last = len(ids) - len(name_ids)
-            starts = [i for i in range(last, -1, -1) if ids[i : i + len(name_ids)] == name_ids]
-            if not starts:
+            at = next((i for i in range(last, -1, -1) if ids[i : i + len(name_ids)] == name_ids), None)
+            if at is None:
                 continue
-            at = starts[0]  # the question's mention: the last one
             with torch.no_grad():
                 out = model(torch.tensor([ids]), output_attentions=True, use_cache=False)
             # per layer, per head: attention from the last position to the name's tokens

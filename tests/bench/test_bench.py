@@ -89,15 +89,19 @@ def test_longctx_smoke(results):
     assert math.isfinite(ratio) and ratio > 0
 
 
-def test_toybase_smoke(results):
-    """Both layouts train the same rows from the same weights: their losses agree, and packing fills more of
-    its slots than padding does."""
+@pytest.mark.parametrize("attn", ["sdpa", "longctx_packed"])
+def test_toybase_smoke(results, attn):
+    """Both layouts train the same rows from the same weights (with either attention on the packed side):
+    their losses agree, and packing fills more of its slots than padding does."""
     from bench import bench_toybase
     from bench.run_all import BENCHMARKS
 
-    bench_toybase.main(BENCHMARKS["toybase"][1])
+    bench_toybase.main([*BENCHMARKS["toybase"][1], "--packed-attn", attn])
     record = check_record(results / "toybase.json", "toybase")
-    assert [(r["pack"], r["prefetch"]) for r in record["runs"]] == [(False, 0), (True, 2)]
+    assert [(r["pack"], r["prefetch"], r["attn"]) for r in record["runs"]] == [
+        (False, 0, "sdpa"),
+        (True, 2, attn),
+    ]
     assert record["loss_max_abs_diff"] < 1e-3
     assert record["slot_efficiency"]["packed"] >= record["slot_efficiency"]["padded"]
     assert record["runs"][0]["real_tokens"] == record["runs"][1]["real_tokens"]

@@ -160,6 +160,10 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
         "replies_naming_a_document": 0.2,
         "replies_naming_the_gold_document": 0.1,
         "answers_found_in_the_prompt": 0.9,
+        "random_document_copy": 0.2,
+        "training_exact_match": 0.6,
+        "training_questions": 30,
+        "question_name_attention": [0.9, 0.05],
     }
     long = {"summary": base["summary"] | {"steps": 300, "validation_accuracy": 0.7}, "diagnosis": diagnosis}
     cfg = load_repro_config(
@@ -171,6 +175,7 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert "70.0% on 48 questions of that placement" in text
     assert "## The toy base after its long pre-training, at 4 x L0, by question type (30" in text
     assert "| middle | 10% | 10 |" in text
+    assert "to the question's name, by layer: layer 0: 0.90, layer 1: 0.05" in text
     assert f"Command: `python -m ray_jobs.repro --config {tmp_path / 'r' / 'config.yaml'}`" in text
 
 
