@@ -71,7 +71,7 @@ def run(
         started = time.perf_counter()
         for step in range(first, first + steps):
             rows = feed.take(step)
-            loss, _ = train_step(model, opt, rows, tokenizer.pad_token_id, b.lr, pack_to)
+            loss, *_ = train_step(model, opt, rows, tokenizer.pad_token_id, b.lr, pack_to)
             losses.append(loss)
             batches.append(rows)
         seconds = time.perf_counter() - started
@@ -81,7 +81,7 @@ def run(
         "attn": attn,
         "steps_per_s": steps / seconds,
         "seconds": seconds,
-        "real_tokens": sum(len(ids) for rows in batches for ids, _ in rows),
+        "real_tokens": sum(len(row[0]) for rows in batches for row in rows),
         "slot_tokens": sum(
             weighted_batch(rows, tokenizer.pad_token_id, pack_to)["input_ids"].numel() for rows in batches
         ),

@@ -105,6 +105,21 @@ class ToyBaseConfig(Section):
         "documents, questions and answers alike: a name's value is then new in every sample, so remembering "
         "facts from the 12 worlds predicts nothing and only the lookup lowers the loss.",
     )
+    name_read_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of an auxiliary attention loss: the mean over name_read_scope's reads of -log the "
+        "attention a head pays where a lookup reads. A pretrained model arrives with heads that look entities "
+        "up; this builds the toy base's in the layers the lookup needs (bases that read the asked name only in "
+        "the last layer never learnt the lookup). 0: off.",
+    )
+    name_read_scope: Literal["question", "documents", "lookup"] = Field(
+        "question",
+        description="The reads name_read_weight supervises (repro.base.samples.name_reads), from each value slot "
+        "of a reply (the token before a value it states): 'question', layer 0 head 0 to the asked entity's "
+        "name; 'documents' adds layer 0 head 1 from each document's value to its name; 'lookup' adds layer 1 "
+        "head 0 from each value slot to the asked document's value.",
+    )
     batch_size: int = Field(16, ge=1, description="Samples per optimizer step.")
     max_steps: int = Field(4000, ge=1, description="Upper bound on optimizer steps.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (cosine decay to 10%).")

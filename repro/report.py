@@ -171,9 +171,10 @@ def curve_lines(analysis: dict) -> list[str]:
 
 def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no extension") -> list[str]:
     """The toy base's validation broken down (`repro.base.cache.base_diagnosis`, which keeps every field):
-    per question type, document lookup, memory, the layer that reads the name, and gold third."""
+    per question type, document lookup, memory, the layers that read the name and the value, and gold third."""
     who = f"The toy base of seed {seed}" if seed is not None else "The toy base"
     by_layer = ", ".join(f"layer {k}: {a:.2f}" for k, a in enumerate(d["question_name_attention"]))
+    to_value = ", ".join(f"layer {k}: {a:.2f}" for k, a in enumerate(d["gold_value_attention"]))
     lines = [
         f"## {who} {where}, by question type ({d['questions']} fresh validation questions)",
         "",
@@ -190,7 +191,9 @@ def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no ex
         "facts rather than looking them up).",
         f"Attention of its most attentive head from the answer slot to the question's name, by layer: "
         f"{by_layer} (the lookup needs it below the last layer, which has no layer after it to match the "
-        "documents' names with).",
+        "documents' names with). To the gold document's value: "
+        f"{to_value}; its most likely token there is the value in {100 * d['slot_exact_match']:.1f}% of the "
+        "prompts (a head that finds the value without the base predicting it is a lookup without its copy).",
         "",
     ]
     rows = [[t, f"{100 * c['exact_match']:.0f}%", str(c["n"])] for t, c in d["by_question_type"].items()]

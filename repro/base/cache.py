@@ -27,6 +27,10 @@ def base_fingerprint(cfg: ReproConfig) -> str:
     exclude = {"threads", "pack", "prefetch", "time_budget_min"}
     if not b.shuffle_values:
         exclude.add("shuffle_values")
+    if not b.name_read_weight:
+        exclude.add("name_read_weight")
+    if not b.name_read_weight or b.name_read_scope == "question":
+        exclude.add("name_read_scope")
     if b.gold_beta is None:
         exclude |= {"gold_beta", "gold_beta_scope"}
     elif b.gold_beta_scope == "first":
@@ -56,7 +60,7 @@ def base_diagnosis(cfg: ReproConfig, folder: Path, questions: int = 160) -> dict
     path = Path(folder) / DIAGNOSIS_FILE
     if path.is_file():
         kept = json.loads(path.read_text())
-        if "question_name_attention" in kept:  # one written before the last field was added is computed again
+        if "slot_exact_match" in kept:  # one written before the last field was added is computed again
             return kept
     result = diagnose_folder(cfg, folder, questions)
     path.write_text(json.dumps(result, indent=2))

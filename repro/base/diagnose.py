@@ -11,7 +11,9 @@ prompt` near 100%) at the rate of a document drawn at random has not learnt to f
 if it also answers questions it trained on at that rate, it has not memorised them either. The last figures
 are the attention its most attentive head pays from the answer slot to the question's name, per layer: of the
 finished bases measured so far, those that learnt the lookup read the name in layer 0, those that did not
-only in the last layer (README, toy-scale section).
+only in the last layer (README, toy-scale section); then to the gold document's value, and how often the
+base's most likely token at that slot is the value: a head that finds the value the base does not predict
+is a lookup without its copy.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ def describe(seed: int, base: dict | None) -> str:
         f"{100 * d['random_document_copy']:.1f}%, in the prompt {100 * d['answers_found_in_the_prompt']:.1f}%, "
         f"naming the gold document {100 * d['replies_naming_the_gold_document']:.1f}%; on "
         f"{d['training_questions']} questions it trained on {100 * d['training_exact_match']:.1f}%; its "
-        "question-name head by layer " + " / ".join(f"{a:.2f}" for a in d["question_name_attention"])
+        "question-name head by layer " + " / ".join(f"{a:.2f}" for a in d["question_name_attention"]) + "; "
+        "gold-value head by layer " + " / ".join(f"{a:.2f}" for a in d["gold_value_attention"]) + ", value "
+        f"predicted at the slot {100 * d['slot_exact_match']:.1f}%"
     )
 
 

@@ -29,8 +29,8 @@ _STAGE_VERSION = 1  # bump when the stage changes in a way the config does not s
 def long_base_config(cfg: ReproConfig) -> ReproConfig:
     """`cfg` with `repro.base` set up for the long pre-training: context factor x L0 (samples and validation
     prompts that long), the stage's placement, questions per sample, batch, LR schedule and step count;
-    no curriculum, no recall warm-up, no accuracy target (it runs its steps). Worlds, tokenizer corpus,
-    prompt loss weight and seed stay the L0 base's."""
+    no curriculum, no recall warm-up, no name-read loss, no accuracy target (it runs its steps). Worlds,
+    tokenizer corpus, prompt loss weight and seed stay the L0 base's."""
     b, long = cfg.repro.base, cfg.repro.long_pretrain
     context = cfg.repro.length_factor * b.context
     stage = b.model_copy(
@@ -39,6 +39,7 @@ def long_base_config(cfg: ReproConfig) -> ReproConfig:
             "min_tokens": long.min_tokens or b.context,
             "curriculum_steps": 0,
             "recall_warmup_steps": 0,
+            "name_read_weight": 0.0,
             "gold_beta": long.gold_beta,
             "gold_beta_scope": "every",
             "records_per_sample": long.records_per_sample,

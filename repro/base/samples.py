@@ -16,17 +16,103 @@ from repro.config import ToyBaseConfig
 
 logger = logging.getLogger(__name__)
 
-Row = tuple[list[int], list[float]]  # token ids, and the loss weight of each token as a prediction target
+# (token ids, the loss weight of each token as a prediction target[, attention reads: (from, to, layer, head),
+# see `name_reads`])
+Row = tuple[list[int], list[float]] | tuple[list[int], list[float], list[tuple[int, int, int, int]]]
 
 
-def encode_chat(tokenizer, messages: Sequence[dict[str, str]], prompt_weight: float) -> Row:
+def is_name(i: int, word: str) -> bool:
+    """Whether the `i`-th word of a builtin-world question is a name: a capitalised word after the first."""
+    return i > 0 and word[:1].isupper()
+
+
+def entity_name(question: str) -> str | None:
+    """The entity a builtin-world question asks about: its last capitalised word after the first
+    ("What colour does Tar like best?" -> "Tar"); None if it has none."""
+    names = [w.strip("?.,'") for i, w in enumerate(question.split()) if is_name(i, w)]
+    return names[-1] if names else None
+
+
+def encode_chat(
+    tokenizer,
+    messages: Sequence[dict[str, str]],
+    prompt_weight: float,
+    reads: str | None = None,
+) -> Row:
     """(token ids, per-token loss weights) of a chat: the tokens `longctx_core.chat.tokenize_chat` labels
-    (assistant replies and their `<|im_end|>`) weigh 1, every other token `prompt_weight`."""
+    (assistant replies and their `<|im_end|>`) weigh 1, every other token `prompt_weight`. With `reads`, a
+    third element: the chat's `name_reads` of scope `reads`."""
     from longctx_core.chat import IGNORE_INDEX, tokenize_chat
 
     chat = tokenize_chat(tokenizer, messages)
     weights = [prompt_weight if lab == IGNORE_INDEX else 1.0 for lab in chat.labels]
-    return chat.input_ids, weights
+    if reads is None:
+        return chat.input_ids, weights
+    return chat.input_ids, weights, name_reads(tokenizer, messages, chat.text, chat.spans, reads)
+
+
+# (layer, head) of each read `name_reads` gives: the asked name to a value slot and each document's name to
+# its value (layer 0), and a value slot to the asked document's value (layer 1, the lookup itself)
+QUESTION_READ, DOCUMENT_READ, LOOKUP_READ = (0, 0), (0, 1), (1, 0)
+_DOCUMENT = re.compile(r"\(Title: ([^)\n]+)\) ([^\n]*)")  # a builtin document: "(Title: Fath) <its sentence>"
+
+
+def name_reads(
+    tokenizer,
+    messages: Sequence[dict[str, str]],
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    scope: str = "question",
+) -> list[tuple[int, int, int, int]]:
+    """The attention reads of a rendered chat (`text`, the replies' character `spans`) as (from, to, layer,
+    head), token positions. A reply's value slots are the tokens right before each value it states (a
+    closed-set value: a colour ...): after "answer is:" and, in a quoted reply, inside the quote.
+
+    - "question": from each value slot to the entity name its reply's question asks about (the first token
+      of the name's last mention before the value: the question's, or the quote's own), `QUESTION_READ`;
+    - "documents" adds, per document, from its value to its entity's name in its sentence, `DOCUMENT_READ`;
+    - "lookup" adds, from each value slot to the value of the document the question asks about,
+      `LOOKUP_READ`: the match the first two reads make possible.
+
+        Document [2] (Title: Fath) The favourite colour of Fath is red. ... Question: Which colour does Fath
+                                                            ^ name    ^ value                            ^
+        like best?<|im_end|> ... assistant\nThe answer is: red
+                                                     slot ^
+    Replies without a value, questions without a name, documents without a value give none."""
+    import bisect
+
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    starts = [a for a, _ in offsets]
+
+    def token_at(c: int) -> int:  # the token holding character c: the last one starting at or before it
+        return bisect.bisect_right(starts, c) - 1
+
+    def last_mention(name: str, begin: int, end: int) -> int | None:
+        found = [m.start() for m in re.finditer(rf"\b{re.escape(name)}\b", text[begin:end])]
+        return begin + found[-1] if found else None
+
+    reads: list[tuple[int, int, int, int]] = []
+    values: dict[str, int] = {}  # entity name -> its document's value token
+    for doc in _DOCUMENT.finditer(text, 0, spans[0][0] if spans else 0):
+        value = _value_pattern().search(text, doc.start(2), doc.end(2))
+        named = value and last_mention(doc[1], doc.start(2), value.start())
+        if named:
+            values[doc[1]] = token_at(value.start())
+            if scope != "question":
+                reads.append((values[doc[1]], token_at(named), *DOCUMENT_READ))
+    replies = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    for i, (begin, end) in zip(replies, spans, strict=True):
+        asked = next((m for m in reversed(messages[:i]) if m.get("role") == "user"), None)
+        name = entity_name(asked["content"].rsplit("\n", 1)[-1]) if asked else None
+        if name is None:
+            continue
+        for value in _value_pattern().finditer(text, begin, end):
+            slot, named = token_at(value.start()) - 1, last_mention(name, 0, value.start())
+            if named is not None:
+                reads.append((slot, token_at(named), *QUESTION_READ))
+            if scope == "lookup" and name in values:
+                reads.append((slot, values[name], *LOOKUP_READ))
+    return sorted(reads)
 
 
 def compose_base_sample(
@@ -140,13 +226,14 @@ def shuffle_values(messages: Sequence[dict[str, str]], rng: random.Random) -> li
 
 def qa_rows(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) -> list[Row]:
     """The weighted rows of QA `step` (`batch_for_step`, encoded with `prompt_loss_weight`; with
-    `shuffle_values`, each sample's values renamed first)."""
+    `shuffle_values`, each sample's values renamed first; with `name_read_weight`, their `name_reads`)."""
     rows = []
     for i, sample in enumerate(batch_for_step(worlds, tokenizer, b, step)):
         messages = sample.messages
         if b.shuffle_values:
             messages = shuffle_values(messages, rng_for(b.seed, "toy-base-values", step, i))
-        rows.append(encode_chat(tokenizer, messages, b.prompt_loss_weight))
+        reads = b.name_read_scope if b.name_read_weight > 0 else None
+        rows.append(encode_chat(tokenizer, messages, b.prompt_loss_weight, reads))
     return rows
 
 

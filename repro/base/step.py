@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 from longctx_core.chat import IGNORE_INDEX
@@ -27,7 +28,9 @@ def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> 
         position_ids   0   1   2                         0   1   2         (padding continues the row)
         weights       .5  .5   1                        .5   1   0
 
-    Position t predicts token t+1, with weight weights[t+1]; a row's first weight is never used.
+    Position t predicts token t+1, with weight weights[t+1]; a row's first weight is never used. `reads`
+    holds the rows' attention reads (`repro.base.samples.name_reads`) in batch coordinates, one per line:
+    (batch row, from, to, first position of the read's sample, layer, head).
 
     With `pack_to`, rows are first packed (`longctx_core.packing.first_fit_decreasing`) into rows of at most
     that many tokens (or the longest row), positions restarting per sample; each sample's first token gets
@@ -46,12 +49,15 @@ def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> 
 
     groups = [[i] for i in range(len(rows))]
     if pack_to is not None:
-        groups = first_fit_decreasing([len(ids) for ids, _ in rows], max(pack_to, *(len(r[0]) for r in rows)))
-    packed, row_weights = [], []
-    for group in groups:
+        groups = first_fit_decreasing([len(r[0]) for r in rows], max(pack_to, *(len(r[0]) for r in rows)))
+    packed, row_weights, reads = [], [], []
+    for g, group in enumerate(groups):
         ids, ws, pos = [], [], []
         for k, i in enumerate(group):
-            sample_ids, sample_ws = rows[i]
+            sample_ids, sample_ws, *sample_reads = rows[i]
+            start = len(ids)
+            for at, to, layer, head in sample_reads[0] if sample_reads else ():
+                reads.append((g, start + at, start + to, start, layer, head))
             ids += sample_ids
             ws += [0.0 if k else sample_ws[0], *sample_ws[1:]]  # a later sample's first token: no target
             pos += range(len(sample_ids))
@@ -62,7 +68,8 @@ def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> 
     weights = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
     for i, ws in enumerate(row_weights):
         weights[i, : len(ws)] = torch.tensor(ws)
-    return batch | {"weights": weights}
+    reads = torch.tensor(reads, dtype=torch.long).reshape(-1, 6)
+    return batch | {"weights": weights, "reads": reads}
 
 
 def weighted_loss(model, batch: dict):
@@ -81,6 +88,56 @@ def weighted_loss(model, batch: dict):
     w = batch["weights"][:, 1:].reshape(-1)
     answer = (w == 1.0).float()
     return (nll * w).sum() / w.sum(), (nll * answer).sum() / answer.sum().clamp(min=1)
+
+
+@contextmanager
+def attention_inputs(model, layers):
+    """Within the block, each forward pass of `model` (a Qwen2 causal LM) leaves the input of the attention
+    of each of `layers` in the yielded dict, by layer: (hidden states after the layer norm, RoPE (cos, sin))."""
+    seen: dict = {}
+    handles = []
+    for layer in layers:
+
+        def keep(_module, args, kwargs, layer=layer):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            seen[layer] = (
+                hidden,
+                kwargs["position_embeddings"] if "position_embeddings" in kwargs else args[1],
+            )
+
+        attn = model.model.layers[layer].self_attn
+        handles.append(attn.register_forward_pre_hook(keep, with_kwargs=True))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def name_read_nll(model, seen: dict, reads):
+    """Mean over `reads` (`weighted_batch`'s) of -log the attention the read's head pays from its `from`
+    position to its `to` position, recomputed from its layer's input (`attention_inputs`) as the layer
+    computes it: RoPE'd queries and keys, scaled dot products, softmax over the positions `from` sees (its
+    own sample, up to itself)."""
+    import torch
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+    nll = []
+    for layer in reads[:, 4].unique().tolist():
+        attn = model.model.layers[layer].self_attn
+        hidden, rope = seen[layer]
+        batch, length, _ = hidden.shape
+        q = attn.q_proj(hidden).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(hidden).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, *rope)
+        row, at, to, start, _, head = reads[reads[:, 4] == layer].unbind(1)
+        kv_head = torch.div(head, attn.num_key_value_groups, rounding_mode="floor")
+        scores = torch.einsum("rd,rtd->rt", q[row, head, at], k[row, kv_head]) * attn.scaling
+        positions = torch.arange(length)
+        visible = (positions >= start[:, None]) & (positions <= at[:, None])
+        logp = scores.masked_fill(~visible, float("-inf")).log_softmax(-1)
+        nll.append(-logp[torch.arange(len(row)), to])
+    return torch.cat(nll).mean()
 
 
 def adamw(model, lr: float, weight_decay: float):

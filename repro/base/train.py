@@ -15,7 +15,15 @@ from repro.base.checkpoint import load_checkpoint, save_checkpoint
 from repro.base.feed import RowFeed
 from repro.base.model import model_shape, tokenizer_texts
 from repro.base.samples import Row, qa_rows, recall_rows
-from repro.base.step import adamw, lr_schedule, optimizer_step, weighted_batch, weighted_loss
+from repro.base.step import (
+    adamw,
+    attention_inputs,
+    lr_schedule,
+    name_read_nll,
+    optimizer_step,
+    weighted_batch,
+    weighted_loss,
+)
 from repro.base.validate import validate, validation_prompts
 from repro.base.worlds import World, base_worlds, heldout_questions
 from repro.config import ReproConfig, ToyBaseConfig
@@ -103,12 +111,23 @@ def rows_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) -
     return qa_rows(worlds, tokenizer, b, step - b.recall_warmup_steps)
 
 
-def train_step(model, opt, rows: list[Row], pad_id: int, lr: float, pack_to: int | None = None):
+def train_step(
+    model, opt, rows: list[Row], pad_id: int, lr: float, pack_to: int | None = None, read_weight: float = 0.0
+) -> tuple[float, float, float | None]:
     """One optimizer step on `rows` (packed into rows of `pack_to` tokens when given: `weighted_batch`);
-    returns (loss, answer-token loss) before the step."""
-    loss, answer_loss = weighted_loss(model, weighted_batch(rows, pad_id, pack_to))
+    returns (loss, answer-token loss, name-read loss or None) before the step. With `read_weight`, the loss
+    adds `read_weight` x `name_read_nll` of the rows' name reads."""
+    batch = weighted_batch(rows, pad_id, pack_to)
+    read = None
+    if read_weight > 0 and len(batch["reads"]):
+        with attention_inputs(model, batch["reads"][:, 4].unique().tolist()) as seen:
+            loss, answer_loss = weighted_loss(model, batch)
+        read = name_read_nll(model, seen, batch["reads"])
+        loss = loss + read_weight * read
+    else:
+        loss, answer_loss = weighted_loss(model, batch)
     optimizer_step(model, opt, loss, lr)
-    return loss.item(), answer_loss.item()
+    return loss.item(), answer_loss.item(), None if read is None else read.item()
 
 
 def train_toy_base(
@@ -181,18 +200,19 @@ def train_loop(
     pack_to = b.context if b.pack else None
     while progress.steps < b.max_steps:
         rows = feed.take(progress.steps)
-        loss, answer_loss = train_step(
-            model, opt, rows, tokenizer.pad_token_id, lr_at(progress.steps), pack_to
+        loss, answer_loss, read_loss = train_step(
+            model, opt, rows, tokenizer.pad_token_id, lr_at(progress.steps), pack_to, b.name_read_weight
         )
         progress.steps += 1
-        progress.tokens += sum(len(ids) for ids, _ in rows)
+        progress.tokens += sum(len(row[0]) for row in rows)
         minutes = (time.monotonic() - started) / 60
         if progress.steps % LOG_EVERY == 0:
             logger.info(
-                "toy base step %d: loss %.3f, answer loss %.3f, %.1f min",
+                "toy base step %d: loss %.3f, answer loss %.3f%s, %.1f min",
                 progress.steps,
                 loss,
                 answer_loss,
+                "" if read_loss is None else f", name-read loss {read_loss:.3f}",
                 progress.minutes + minutes,
             )
         over_time = minutes > b.time_budget_min

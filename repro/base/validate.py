@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_gen.seeding import derive_seed
-from repro.base.samples import compose_base_sample, gold_fractions
+from repro.base.samples import compose_base_sample, entity_name, gold_fractions, is_name
 from repro.base.worlds import VALIDATION_WORLD, World, base_worlds, heldout_questions
 from repro.config import ReproConfig, ToyBaseConfig
 
@@ -88,16 +88,11 @@ def validate(model, tokenizer, prompts: list[dict], batch: int = 16) -> float:
     return hits / max(1, len(prompts))
 
 
-def _is_name(i: int, word: str) -> bool:
-    """Whether the `i`-th word of a builtin-world question is a name: a capitalised word after the first."""
-    return i > 0 and word[:1].isupper()
-
-
 def question_type(question: str) -> str:
     """A question's template, with the entity name cut out: "At what house number does Kos live?" ->
     "At what house number does ... live?"."""
     words = question.rstrip("?").split()
-    return " ".join("..." if _is_name(i, w) else w for i, w in enumerate(words)) + "?"
+    return " ".join("..." if is_name(i, w) else w for i, w in enumerate(words)) + "?"
 
 
 def score_reply(prompt: dict, reply: str) -> tuple[float, bool, bool]:
@@ -147,51 +142,74 @@ def diagnose(model, tokenizer, prompts: list[dict], batch: int = 16) -> dict:
     }
 
 
-def entity_name(question: str) -> str | None:
-    """The entity a builtin-world question asks about: its last capitalised word after the first
-    ("What colour does Tar like best?" -> "Tar"); None if it has none."""
-    names = [w.strip("?.,'") for i, w in enumerate(question.split()) if _is_name(i, w)]
-    return names[-1] if names else None
-
-
-def name_attention(
-    model, tokenizer, prompts: list[dict], answer_prefix: str = "The answer is:"
-) -> list[float]:
-    """Per layer, the attention the most attentive head pays, on average over `prompts`, from the slot where a
-    plain answer puts its value (after `answer_prefix`) to the question's entity name.
+def slot_reads(model, tokenizer, prompts: list[dict], answer_prefix: str = "The answer is:") -> dict:
+    """What a base does at the slot where a plain answer puts its value (after `answer_prefix`), on average
+    over `prompts`: per layer, the attention its most attentive head pays to the question's entity name
+    (`question_name_attention`) and to the gold document's value (`gold_value_attention`), and how often
+    its most likely next token there is the value's first token (`slot_exact_match`).
 
     Looking an entity up takes two layers: one moves the question's name to the answer slot, a later one
     matches it against the documents' names and copies the value. A base whose name-reading head sits in
-    the last layer (the one a quote needs to copy the name) has no layer left to match with."""
+    the last layer has no layer left to match with; one whose last layer looks at the gold value but does
+    not predict it has the lookup's attention without its copy."""
     import torch
 
     model.eval()
     previous = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the only one that returns attention weights
     prefix = tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
-    totals, n = None, 0
+    sums: dict[str, object] = {"name": 0, "value": 0}
+    counts, hits = {"name": 0, "value": 0}, 0
     try:
         for p in prompts:
-            name = entity_name(p["question"])
-            if name is None:
-                continue
-            name_ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
             ids = p["ids"] + prefix
-            # the question's mention: the last one in the prompt
-            last = len(ids) - len(name_ids)
-            at = next((i for i in range(last, -1, -1) if ids[i : i + len(name_ids)] == name_ids), None)
-            if at is None:
+            spans = {"name": _mention(tokenizer, ids, p), "value": _gold_value(tokenizer, ids, p)}
+            if spans["name"] is None and spans["value"] is None:
                 continue
             with torch.no_grad():
                 out = model(torch.tensor([ids]), output_attentions=True, use_cache=False)
-            # per layer, per head: attention from the last position to the name's tokens
-            layers = [a[0, :, -1, at : at + len(name_ids)].sum(-1) for a in out.attentions]
-            totals = torch.stack(layers) if totals is None else totals + torch.stack(layers)
-            n += 1
+            for key, span in spans.items():
+                if span is not None:  # per layer, per head: attention from the last position to the span
+                    sums[key] = sums[key] + torch.stack(
+                        [a[0, :, -1, span[0] : span[1]].sum(-1) for a in out.attentions]
+                    )
+                    counts[key] += 1
+            if spans["value"] is not None:
+                hits += out.logits[0, -1].argmax().item() == ids[spans["value"][0]]
     finally:
         model.set_attn_implementation(previous)
         model.train()
-    return [] if totals is None else (totals / n).max(dim=1).values.tolist()
+
+    def by_layer(key: str) -> list[float]:
+        return (sums[key] / counts[key]).max(dim=1).values.tolist() if counts[key] else []
+
+    return {
+        "question_name_attention": by_layer("name"),
+        "gold_value_attention": by_layer("value"),
+        "slot_exact_match": hits / max(1, counts["value"]),
+    }
+
+
+def _mention(tokenizer, ids: list[int], prompt: dict) -> tuple[int, int] | None:
+    """[start, end) tokens of the question's mention of its entity: the last one in `ids`."""
+    name = entity_name(prompt["question"])
+    if name is None:
+        return None
+    name_ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+    last = len(ids) - len(name_ids)
+    at = next((i for i in range(last, -1, -1) if ids[i : i + len(name_ids)] == name_ids), None)
+    return None if at is None else (at, at + len(name_ids))
+
+
+def _gold_value(tokenizer, ids: list[int], prompt: dict) -> tuple[int, int] | None:
+    """[start, end) tokens of the answer's value in the gold document of a prompt (`gold_doc`)."""
+    value_ids = tokenizer(" " + prompt["answers"][0], add_special_tokens=False)["input_ids"]
+    doc_ids = tokenizer(f"Document [{prompt['gold_doc']}]", add_special_tokens=False)["input_ids"]
+    doc = next((i for i in range(len(ids)) if ids[i : i + len(doc_ids)] == doc_ids), None)
+    if doc is None:
+        return None
+    at = next((i for i in range(doc, len(ids)) if ids[i : i + len(value_ids)] == value_ids), None)
+    return None if at is None else (at, at + len(value_ids))
 
 
 def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) -> dict:
@@ -199,8 +217,9 @@ def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) 
     its validation world, gold positions uniform whatever the base was trained on; plus
     `training_exact_match`, the same prompts built from questions of its first training world (facts it
     trained on): far above the fresh exact match, the base memorised facts instead of looking them up; and
-    `question_name_attention` (`name_attention`, on 48 of the fresh prompts): per layer, how strongly its
-    most attentive head reads the question's name from the answer slot."""
+    `slot_reads` on 48 of the fresh prompts: per layer, how strongly its most attentive head reads the
+    question's name and the gold document's value from the answer slot, and how often it predicts the value
+    there."""
     import torch
 
     from longctx_core.modeling import load_model, load_tokenizer
@@ -215,8 +234,11 @@ def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) 
     val_prompts = validation_prompts(val_world, tokenizer, b)
     result = diagnose(model, tokenizer, val_prompts)
     trained = validation_prompts(worlds[0], tokenizer, b)
-    return result | {
-        "training_exact_match": validate(model, tokenizer, trained),
-        "training_questions": len(trained),
-        "question_name_attention": name_attention(model, tokenizer, val_prompts[:48]),
-    }
+    return (
+        result
+        | {
+            "training_exact_match": validate(model, tokenizer, trained),
+            "training_questions": len(trained),
+        }
+        | slot_reads(model, tokenizer, val_prompts[:48])
+    )

@@ -322,6 +322,9 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     assert 0 <= d["training_exact_match"] <= 1 and d["training_questions"] > 0
     layers = d["question_name_attention"]
     assert len(layers) == cfg.repro.base.num_hidden_layers and all(0 <= a <= 1 for a in layers)
+    to_value = d["gold_value_attention"]
+    assert len(to_value) == len(layers) and all(0 <= a <= 1 for a in to_value)
+    assert 0 <= d["slot_exact_match"] <= 1
     for cut in ("by_question_type", "by_gold_third"):
         assert sum(c["n"] for c in d[cut].values()) == d["questions"], cut
         mean = sum(c["exact_match"] * c["n"] for c in d[cut].values()) / d["questions"]
@@ -333,6 +336,9 @@ def test_diagnosis_counts_every_question_and_the_gold_document_quote(mini_base):
     assert f"would score {100 * d['random_document_copy']:.1f}%" in text
     assert f"it trained on) it scores {100 * d['training_exact_match']:.1f}%" in text
     assert f"by layer: layer 0: {layers[0]:.2f}" in text
+    assert (
+        f"value: layer 0: {to_value[0]:.2f}" in text and f"{100 * d['slot_exact_match']:.1f}% of the" in text
+    )
 
 
 def test_score_reply_tells_the_gold_document_from_another():
@@ -556,7 +562,8 @@ def test_diagnose_cli_reports_each_seeds_cached_base_without_training(mini_base,
         out[0].startswith(f"seed 0: {folder}: ")
         and f"random document {100 * d['random_document_copy']:.1f}%" in out[0]
         and f"trained on {100 * d['training_exact_match']:.1f}%" in out[0]
-        and out[0].endswith(" / ".join(f"{a:.2f}" for a in d["question_name_attention"]))
+        and " / ".join(f"{a:.2f}" for a in d["question_name_attention"]) + "; gold-value head" in out[0]
+        and out[0].endswith(f"value predicted at the slot {100 * d['slot_exact_match']:.1f}%")
     )
     assert out[1] == "seed 1: no base built yet (make repro-base)"
     assert sorted(p.name for p in folder.parent.iterdir()) == before  # nothing built or trained
@@ -579,3 +586,128 @@ def test_diagnose_cli_reads_the_checkpoint_of_an_unfinished_build(tmp_path, monk
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith(f"seed 3: {checkpoint}: the checkpoint of an unfinished build, 6 steps")
     assert not (checkpoint / "diagnosis.json").exists()  # a moving checkpoint is diagnosed afresh
+
+
+def test_name_reads_point_from_each_value_slot_to_the_asked_name_and_the_asked_value():
+    """Every value a reply states (after "answer is:", and inside a quote) gets one QUESTION_READ from the
+    token before it to the last mention of the asked entity (the question's, or the quote's own). Scope
+    "lookup" adds a DOCUMENT_READ per document, from its value to its name, and a LOOKUP_READ per value slot,
+    to the value of the document the question asks about."""
+    import re
+
+    from longctx_core.tiny import train_tokenizer
+    from repro.base.model import tokenizer_texts
+    from repro.base.samples import DOCUMENT_READ, LOOKUP_READ, QUESTION_READ, entity_name, qa_rows
+    from repro.base.worlds import base_worlds, heldout_questions
+
+    cfg = mini_config("repro.base.name_read_weight=1", "repro.base.records_per_sample=[2, 3]")
+    b = cfg.repro.base
+    excluded = heldout_questions(cfg)
+    tok = train_tokenizer(tokenizer_texts(cfg, excluded), b.vocab_size)
+    worlds, _ = base_worlds(cfg, tok, excluded)
+    rows = qa_rows(worlds, tok, b, 40)  # past the curriculum: several questions per sample
+    assert len(rows) == b.batch_size and all(len(row) == 3 for row in rows)
+    quoted = 0
+    for ids, _, row_reads in rows:
+        text = tok.decode(ids)
+        replies = [r.split("<|im_end|>")[0] for r in text.split("<|im_start|>assistant\n")[1:]]
+        quoted += sum('says: "' in r for r in replies)
+        assert len(row_reads) == sum(2 if 'says: "' in r else 1 for r in replies) >= 1, text
+        for slot, name, *read in row_reads:
+            assert tuple(read) == QUESTION_READ
+            before = tok.decode(ids[: slot + 1])
+            question = before.rsplit("Question: ", 1)[1].split("<|im_end|>")[0]
+            value = tok.decode(ids[slot + 1]).strip()  # the value the slot predicts is the reply's answer
+            reply_answer = text[len(before) :].split("<|im_end|>")[0]
+            assert reply_answer.strip().startswith(value) or f"answer is: {value}" in reply_answer
+            # the name's first token (the preset's names are one token each; this vocabulary splits some)
+            assert re.match(rf"{entity_name(question)}\b", tok.decode(ids[name : slot + 1]).strip())
+            between = tok.decode(ids[name : slot + 1])
+            assert "Document [" not in between and "Question:" not in between, between
+    assert quoted > 0  # the preset's mix: quoted and plain replies
+    # off (the preset): rows stay (ids, weights)
+    assert all(len(row) == 2 for row in qa_rows(worlds, tok, mini_config().repro.base, 40))
+
+    lookup = qa_rows(worlds, tok, b.model_copy(update={"name_read_scope": "lookup"}), 40)
+    for (ids, _, all_reads), (ids0, _, questions_only) in zip(lookup, rows, strict=True):
+        assert ids == ids0 and [r for r in all_reads if tuple(r[2:]) == QUESTION_READ] == questions_only
+        text = tok.decode(ids)
+        documents = re.findall(r"\(Title: (\w+)\) ", text)
+        doc_reads = [r for r in all_reads if tuple(r[2:]) == DOCUMENT_READ]
+        assert len(doc_reads) == len(documents) >= 2
+        values = {}
+        for (value, name, *_), title in zip(doc_reads, documents, strict=True):
+            sentence = tok.decode(ids[name : value + 1])  # from the name to the value, within one document
+            assert re.match(rf"{title}\b", sentence.strip()) and "Document [" not in sentence
+            assert tok.decode(ids[value]).strip() in sentence.split()[-1] and value > name
+            values[value] = tok.decode(ids[value])
+        # the lookup: from each value slot to the asked document's value, the very token the slot predicts
+        lookups = [r for r in all_reads if tuple(r[2:]) == LOOKUP_READ]
+        assert [slot for slot, *_ in lookups] == [slot for slot, *_ in questions_only]
+        assert all(values[to] == tok.decode(ids[slot + 1]) for slot, to, *_ in lookups)
+
+
+def test_name_read_loss_is_the_first_layers_attention_and_training_on_it_raises_it():
+    """`name_read_nll` recomputes what layer 0 computes: it equals -log of the eager attention weight of
+    each read's head from its `from` to its `to` position, in packed rows too; and steps on it make those
+    heads read there."""
+    import torch
+
+    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from repro.base.model import model_shape
+    from repro.base.step import adamw, attention_inputs, name_read_nll, weighted_batch
+    from repro.base.train import train_step
+
+    b = mini_config("repro.base.num_hidden_layers=2").repro.base
+    tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
+    torch.manual_seed(0)
+    model = build_tiny_model(model_shape(b), tok)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n in (40, 9, 23, 31, 17):
+        ids = torch.randint(3, len(tok), (n,), generator=g).tolist()
+        rows.append(
+            (ids, [0.5] * (n - 3) + [1.0] * 3, [(n - 2, n // 3, 0, 0), (n - 4, 1, 0, 1), (n - 2, 2, 1, 0)])
+        )
+    model.set_attn_implementation("eager")  # the one that returns attention weights
+
+    def read_nll(pack_to):
+        batch = weighted_batch(rows, tok.pad_token_id, pack_to)
+        eager = model.config._attn_implementation == "eager"
+        with attention_inputs(model, [0, 1]) as seen, torch.no_grad():
+            out = model(
+                input_ids=batch["input_ids"],
+                position_ids=batch["position_ids"],
+                output_attentions=eager,
+                use_cache=False,
+            )
+        return batch, out, name_read_nll(model, seen, batch["reads"])
+
+    batch, out, padded = read_nll(None)
+    row, at, to, _, layer, head = batch["reads"].unbind(1)
+    assert set(zip(layer.tolist(), head.tolist(), strict=True)) == {(0, 0), (0, 1), (1, 0)}
+    weights = torch.stack(out.attentions)[layer, row, head, at, to]
+    torch.testing.assert_close(padded, -weights.log().mean())
+    # packed (samples kept apart by the mask transformers derives from restarting positions, as a build
+    # trains without a cache): each read sees its own sample only
+    batch, _, packed = read_nll(64)
+    assert batch["input_ids"].shape[0] < len(rows) and len(batch["reads"]) == 3 * len(rows)
+    assert batch["reads"][:, 3].any()  # some read's sample starts inside its packed row
+    torch.testing.assert_close(packed, padded)
+
+    model.set_attn_implementation("sdpa")  # what a build trains with
+    opt = adamw(model, 0.01, 0.0)
+    first = [train_step(model, opt, rows, tok.pad_token_id, 0.01, 64, read_weight=1.0) for _ in range(40)]
+    assert first[-1][2] < 0.5 * first[0][2], (first[0], first[-1])
+    assert train_step(model, opt, rows, tok.pad_token_id, 0.01, 64)[2] is None  # weight 0: no read loss
+
+
+def test_the_name_read_loss_joins_the_recipe_hash_only_when_on():
+    from repro.base.cache import toy_base_dir
+    from repro.config import load_repro_config, seed_config
+
+    cfg = load_repro_config(PRESET)
+    # the preset's seed-0 base as built before the knob existed (README result): its cache stays valid
+    assert toy_base_dir(seed_config(cfg, 0)).name == "toybase-136daab8ce4a"
+    on = load_repro_config(PRESET, ["repro.base.name_read_weight=1"])
+    assert toy_base_dir(seed_config(on, 0)) != toy_base_dir(seed_config(cfg, 0))

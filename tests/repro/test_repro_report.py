@@ -164,6 +164,8 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
         "training_exact_match": 0.6,
         "training_questions": 30,
         "question_name_attention": [0.9, 0.05],
+        "gold_value_attention": [0.1, 0.8],
+        "slot_exact_match": 0.4,
     }
     long = {"summary": base["summary"] | {"steps": 300, "validation_accuracy": 0.7}, "diagnosis": diagnosis}
     cfg = load_repro_config(
