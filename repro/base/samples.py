@@ -95,11 +95,12 @@ def name_reads(
     values: dict[str, int] = {}  # entity name -> its document's value token
     for doc in _DOCUMENT.finditer(text, 0, spans[0][0] if spans else 0):
         value = _value_pattern().search(text, doc.start(2), doc.end(2))
-        named = value and last_mention(doc[1], doc.start(2), value.start())
-        if named:
-            values[doc[1]] = token_at(value.start())
-            if scope != "question":
-                reads.append((values[doc[1]], token_at(named), *DOCUMENT_READ))
+        named = None if value is None else last_mention(doc[1], doc.start(2), value.start())
+        if named is None:
+            continue
+        values[doc[1]] = token_at(value.start())
+        if scope != "question":
+            reads.append((values[doc[1]], token_at(named), *DOCUMENT_READ))
     replies = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     for i, (begin, end) in zip(replies, spans, strict=True):
         asked = next((m for m in reversed(messages[:i]) if m.get("role") == "user"), None)
