@@ -222,6 +222,12 @@ class ReproSection(Section):
         description="Run the arms even when the toy base missed base.target_accuracy (accuracy by position of "
         "a base that cannot answer at L0 means little; the report says so either way).",
     )
+    skip_weak_bases: bool = Field(
+        False,
+        description="With several seeds (repro.base_per_seed): leave out the seeds whose base missed "
+        "base.target_accuracy (taken as built, not trained on) and run the arms of the others; the report "
+        "names each seed left out and what its base's diagnosis says went wrong.",
+    )
     length_factor: int = Field(
         4, ge=2, description="RoPE extension factor (YaRN): arms train and evaluate at factor x L0."
     )
@@ -299,6 +305,14 @@ def check_repro_config(cfg: ReproConfig) -> None:
         raise ConfigError(
             f"repro.long_pretrain.min_tokens: {long.min_tokens} exceeds repro.length_factor x L0 = "
             f"{factor * b.context}"
+        )
+    if cfg.repro.skip_weak_bases and cfg.repro.allow_weak_base:
+        raise ConfigError(
+            "repro.skip_weak_bases: contradicts repro.allow_weak_base (leave weak bases out or use them)"
+        )
+    if cfg.repro.skip_weak_bases and not cfg.repro.base_per_seed:
+        raise ConfigError(
+            "repro.skip_weak_bases: needs repro.base_per_seed (one shared base leaves nothing to skip to)"
         )
     if float(factor) not in [float(f) for f in cfg.eval.length_factors]:
         raise ConfigError(f"eval.length_factors: must include repro.length_factor ({factor})")

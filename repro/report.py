@@ -82,12 +82,61 @@ def long_line(cfg: ReproConfig, long: dict, seed: int | None = None) -> str:
     )
 
 
-def render_report(cfg: ReproConfig, analysis: dict, bases: dict[int, dict], command: str) -> str:
+def weak_base_why(d: dict) -> str:
+    """What a below-target base's diagnosis (`repro.base.cache.base_diagnosis`) says went wrong, in a
+    sentence: its figures, then each failure they show (several can hold at once)."""
+    reads = d["question_name_attention"][:-1] or d["question_name_attention"]
+    name_layer = max(range(len(reads)), key=reads.__getitem__)
+    value = d["gold_value_attention"]
+    value_layer = max(range(len(value)), key=value.__getitem__)
+    figures = (
+        f"fresh exact match {100 * d['exact_match']:.1f}% (copying a random document's value: "
+        f"{100 * d['random_document_copy']:.1f}%), {100 * d['training_exact_match']:.1f}% on trained-on "
+        f"questions; its heads read the question's name at {reads[name_layer]:.2f} (layer {name_layer}) and "
+        f"the gold value at {value[value_layer]:.2f} (layer {value_layer}); the value is its most likely token "
+        f"at the answer slot in {100 * d['slot_exact_match']:.1f}% of prompts"
+    )
+    causes = []
+    if reads[name_layer] < 0.5:
+        causes.append("no layer below the last reads the asked name, so it cannot look the entity up")
+    elif value[value_layer] < 0.5:
+        causes.append("it reads the asked name but no head finds the gold value")
+    elif d["slot_exact_match"] < 0.5:
+        causes.append("its heads find the gold value but it does not copy it (a lookup without its copy)")
+    if d["training_exact_match"] - d["exact_match"] >= 0.15:
+        causes.append("it answers facts it trained on far better than fresh ones (memory, not lookup)")
+    if d["exact_match"] <= d["random_document_copy"] + 0.05:
+        causes.append("on fresh questions it is no better than copying a random document's value")
+    return figures + (": " + "; ".join(causes) if causes else "") + "."
+
+
+def left_out_lines(cfg: ReproConfig, bases: dict[int, dict], seeds: list[int]) -> list[str]:
+    """`repro.skip_weak_bases`: each seed left out of the arms, its base's figures and why it failed."""
+    out = [s for s in bases if s not in seeds]
+    if not out:
+        return []
+    lines = ["", "## Seeds left out", ""]
+    for seed in out:
+        base = bases[seed]["summary"]
+        why = bases[seed].get("diagnosis")
+        lines.append(
+            f"- Seed {seed}: its toy base reached {100 * base['validation_accuracy']:.1f}% after {base['steps']} "
+            f"steps ({base['minutes']:.1f} min), below the {100 * cfg.repro.base.target_accuracy:.0f}% target, "
+            "so its arms did not run and no table below counts it (repro.skip_weak_bases). "
+            + (f"Its diagnosis at L0: {weak_base_why(why)}" if why else "")
+        )
+    return lines
+
+
+def render_report(
+    cfg: ReproConfig, analysis: dict, bases: dict[int, dict], command: str, seeds: list[int] | None = None
+) -> str:
     """report.md: the base build(s), accuracy by position per length, the curve's shape, the differences
     that carry the claim, quote faithfulness and passkey; every accuracy with its 95% bootstrap interval
-    (over questions, and over seeds too when there are several). `bases`: see `write_report`."""
+    (over questions, and over seeds too when there are several). `bases`: see `write_report`; `seeds`: the
+    seeds whose arms ran (default: every seed), the others are listed as left out."""
     groups = _groups(analysis["positions"])
-    seeds = ", ".join(str(s) for s in cfg.repro.seeds)
+    ran = list(cfg.repro.seeds) if seeds is None else list(seeds)
     one = len(bases) == 1
     lines = [
         "# Toy-scale reproduction: paraphrase-the-original-text vs lost in the middle",
@@ -96,16 +145,15 @@ def render_report(cfg: ReproConfig, analysis: dict, bases: dict[int, dict], comm
         "",
         *(base_line(cfg, info["summary"], None if one else seed) for seed, info in bases.items()),
         *(long_line(cfg, i["long"]["summary"], None if one else s) for s, i in bases.items() if "long" in i),
-        f"Extension: RoPE {cfg.model.rope.type} x{cfg.repro.length_factor}. Arms (QLoRA, seeds {seeds}): "
+        f"Extension: RoPE {cfg.model.rope.type} x{cfg.repro.length_factor}. Arms (QLoRA, seeds "
+        + ", ".join(str(s) for s in ran)
+        + "): "
         + ", ".join(f"{a} = {m}" for a, m in cfg.repro.arms.items())
         + f"; {cfg.data.num_samples} samples and {cfg.train.max_steps} steps each, same records and seed.",
         "Cells: exact match % [95% bootstrap interval over (seed, question) units"
-        + (
-            "; hierarchical: seeds drawn first, then questions within each seed"
-            if len(cfg.repro.seeds) > 1
-            else ""
-        )
+        + ("; hierarchical: seeds drawn first, then questions within each seed" if len(ran) > 1 else "")
         + f"]; positions are fractions of the document list; middle = positions in [{MIDDLE[0]}, {MIDDLE[1]}].",
+        *left_out_lines(cfg, bases, ran),
     ]
     for seed, info in bases.items():
         if info.get("diagnosis"):
@@ -234,11 +282,12 @@ def write_report(
     command = command or f"python -m ray_jobs.repro --config {root / 'config.yaml'}"
     plot_positions(analysis, root / "plots" / "accuracy_by_position.png")
     report = root / "report.md"
-    report.write_text(render_report(cfg, analysis, bases, command))
+    report.write_text(render_report(cfg, analysis, bases, command, list(eval_dirs)))
     dump = {
         "analysis": analysis,
         "bases": {str(seed): info for seed, info in bases.items()},
         "eval_dirs": {str(s): str(d) for s, d in eval_dirs.items()},
+        "left_out": [s for s in bases if s not in eval_dirs],
     }
     (root / "repro.json").write_text(json.dumps(dump, indent=2))
     logger.info("repro report: %s", report)

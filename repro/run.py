@@ -18,24 +18,48 @@ from repro.config import ReproConfig, base_seeds, check_repro_config, seed_confi
 logger = logging.getLogger(__name__)
 
 
+def is_weak(cfg: ReproConfig, base: dict) -> bool:
+    """Did this toy base (its build summary) miss `repro.base.target_accuracy`?"""
+    return base["validation_accuracy"] < cfg.repro.base.target_accuracy
+
+
 def check_base_quality(cfg: ReproConfig, base: dict) -> None:
     """Raise LongctxError when the toy base missed its validation target (unless `repro.allow_weak_base`)."""
     from longctx_core.errors import LongctxError
 
     target = cfg.repro.base.target_accuracy
-    if base["validation_accuracy"] < target and not cfg.repro.allow_weak_base:
+    if is_weak(cfg, base) and not cfg.repro.allow_weak_base:
         raise LongctxError(
             f"repro.base: the toy base reached {100 * base['validation_accuracy']:.1f}% validation exact match "
             f"after {base['steps']} steps ({base['minutes']:.0f} min), below the {100 * target:.0f}% target; run "
             "make repro-base again to train it on from its checkpoint (repro.base.time_budget_min more minutes), "
-            "or set repro.allow_weak_base=true"
+            "set repro.skip_weak_bases=true to leave its seed out, or set repro.allow_weak_base=true"
         )
+
+
+def arm_seeds(cfg: ReproConfig, bases: dict[int, dict]) -> list[int]:
+    """The seeds whose arms run: every seed, or with `repro.skip_weak_bases` those whose own base reached
+    its target (`bases`: build summary by seed). Raises LongctxError when that leaves none."""
+    from longctx_core.errors import LongctxError
+
+    if not cfg.repro.skip_weak_bases:
+        return list(cfg.repro.seeds)
+    seeds = [s for s in cfg.repro.seeds if not is_weak(cfg, bases[s])]
+    if not seeds:
+        raise LongctxError(
+            "repro.skip_weak_bases: every seed's toy base missed the "
+            f"{100 * cfg.repro.base.target_accuracy:.0f}% target ("
+            + ", ".join(f"seed {s}: {100 * b['validation_accuracy']:.1f}%" for s, b in bases.items())
+            + "); nothing is left to run the arms on"
+        )
+    return seeds
 
 
 def run_repro(cfg: ReproConfig) -> dict:
     """The whole reproduction (or only the toy bases with `repro.only_base`); returns the summary. With
     `repro.base_per_seed` every seed builds (or reuses) its own base; a seed whose base misses its target
-    stops the run before any arm trains, unless `repro.allow_weak_base` (the report then says which)."""
+    stops the run before any arm trains, unless `repro.allow_weak_base` (the report then says which) or
+    `repro.skip_weak_bases` (its base is taken as built, its seed left out, and the report says why)."""
     from longctx_core.runs import prepare_run_dir
     from repro.base.cache import base_diagnosis, ensure_toy_base
     from repro.base.checkpoint import read_base_info
@@ -50,7 +74,8 @@ def run_repro(cfg: ReproConfig) -> dict:
     for seed in base_seeds(cfg):
         scfg = seed_config(cfg, seed)
         # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
-        resume = cfg.repro.only_base or not cfg.repro.allow_weak_base
+        weak_ok = cfg.repro.allow_weak_base or cfg.repro.skip_weak_bases
+        resume = cfg.repro.only_base or not weak_ok
         base_dir = ensure_toy_base(scfg, resume=resume)
         info = read_base_info(base_dir)
         info["diagnosis"] = base_diagnosis(scfg, base_dir)
@@ -69,11 +94,13 @@ def run_repro(cfg: ReproConfig) -> dict:
     }
     if cfg.repro.only_base:
         return summary
-    for _, _, info in bases.values():
-        check_base_quality(cfg, info["summary"])
+    seeds = arm_seeds(cfg, {seed: info["summary"] for seed, (_, _, info) in bases.items()})
+    for seed in seeds:
+        check_base_quality(cfg, bases.get(seed, bases[cfg.repro.seeds[0]])[2]["summary"])
+    summary["left_out"] = [s for s in cfg.repro.seeds if s not in seeds]
     shared = bases[cfg.repro.seeds[0]]
     eval_dirs = {}
-    for seed in cfg.repro.seeds:
+    for seed in seeds:
         scfg, base_dir, _ = bases.get(seed, shared)
         eval_dirs[seed] = run_seed(scfg, base_dir, seed)
     report = write_report(cfg, eval_dirs, {seed: info for seed, (_, _, info) in bases.items()})
@@ -102,6 +129,8 @@ def run(cfg: ReproConfig, checked=None) -> dict:
                 f"{long['minutes']:.1f} min, validation exact match {long['validation_accuracy']:.3f} "
                 "(on its own gold placement)"
             )
+    for seed in summary.get("left_out", []):
+        print(f"seed {seed} left out (repro.skip_weak_bases): its toy base missed the target")
     if "report" in summary:
         print(f"report: {summary['report']}")
     return summary

@@ -381,6 +381,35 @@ def test_a_build_stopped_below_target_trains_on_from_its_checkpoint(tmp_path):
     assert not partial.exists()  # a finished build drops its checkpoint
 
 
+def test_skip_weak_bases_takes_each_base_as_built_and_stops_when_none_is_left(tmp_path, monkeypatch):
+    """repro.skip_weak_bases on miniatures that answer nothing: each seed's base is built (here cut short
+    after one step by its time budget), diagnosed, and the run stops before any arm or Ray resource with
+    every seed's figure in the error; a second run takes the weak bases as built instead of training on."""
+    from longctx_core.errors import LongctxError
+    from repro.base.cache import toy_base_dir
+    from repro.base.checkpoint import read_base_info
+    from repro.config import seed_config
+    from repro.run import run_repro
+
+    monkeypatch.setenv("LONGCTX_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = mini_config(
+        f"run.storage_path={tmp_path}",
+        "repro.allow_weak_base=false",
+        "repro.skip_weak_bases=true",
+        "repro.seeds=[0, 1]",
+        "repro.base.time_budget_min=0.0001",  # over budget after step 1: validates, stops below target
+    )
+    for _ in range(2):
+        with pytest.raises(
+            LongctxError, match=r"every seed's toy base missed the 85% target \(seed 0: .*seed 1: "
+        ):
+            run_repro(cfg)
+        for seed in (0, 1):
+            summary = read_base_info(toy_base_dir(seed_config(cfg, seed)))["summary"]
+            assert summary["steps"] == 1 and not summary["reached_target"]
+    assert not (tmp_path / "repro" / "arms").exists()
+
+
 def test_a_base_without_optimizer_state_resumes_with_a_fresh_optimizer(tmp_path):
     import shutil
 

@@ -32,6 +32,8 @@ def test_preset_loads_and_first_line_is_its_command():
         (["eval.length_factors=[1.0, 2.0]"], "eval.length_factors"),
         (["eval.qa.num_questions=600"], "eval.qa.num_questions"),
         (["model.rope.factor=2.0"], "model.rope.factor"),
+        (["repro.skip_weak_bases=true", "repro.allow_weak_base=true"], "repro.skip_weak_bases"),
+        (["repro.skip_weak_bases=true", "repro.base_per_seed=false"], "repro.skip_weak_bases"),
     ],
 )
 def test_contradictions_name_the_key(overrides, key):

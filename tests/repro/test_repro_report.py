@@ -104,6 +104,25 @@ def test_arm_pairs_put_the_claims_first():
     assert arm_pairs(["plain"]) == []
 
 
+def _diagnosis(**kw):
+    third = {"exact_match": 0.2, "n": 16}
+    return {
+        "exact_match": 0.2,
+        "questions": 48,
+        "by_question_type": {"What colour does ... like?": third},
+        "by_gold_third": {"start": third, "middle": third, "end": third},
+        "replies_naming_a_document": 0.0,
+        "replies_naming_the_gold_document": 0.0,
+        "answers_found_in_the_prompt": 1.0,
+        "random_document_copy": 0.217,
+        "training_exact_match": 0.469,
+        "training_questions": 48,
+        "question_name_attention": [1.0, 0.3],
+        "gold_value_attention": [0.1, 0.97],
+        "slot_exact_match": 0.312,
+    } | kw
+
+
 def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_path):
     from repro.config import load_repro_config
     from repro.report import write_report
@@ -152,21 +171,12 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert "Long pre-training" not in text
     # A long-pretrained base: its build and its diagnosis at 4 x L0 are in the report.
     third = {"exact_match": 0.5, "n": 10}
-    diagnosis = {
-        "exact_match": 0.5,
-        "questions": 30,
-        "by_question_type": {"What colour does ... like?": third},
-        "by_gold_third": {"start": third, "middle": third | {"exact_match": 0.1}, "end": third},
-        "replies_naming_a_document": 0.2,
-        "replies_naming_the_gold_document": 0.1,
-        "answers_found_in_the_prompt": 0.9,
-        "random_document_copy": 0.2,
-        "training_exact_match": 0.6,
-        "training_questions": 30,
-        "question_name_attention": [0.9, 0.05],
-        "gold_value_attention": [0.1, 0.8],
-        "slot_exact_match": 0.4,
-    }
+    diagnosis = _diagnosis(
+        exact_match=0.5,
+        questions=30,
+        by_gold_third={"start": third, "middle": third | {"exact_match": 0.1}, "end": third},
+        question_name_attention=[0.9, 0.05],
+    )
     long = {"summary": base["summary"] | {"steps": 300, "validation_accuracy": 0.7}, "diagnosis": diagnosis}
     cfg = load_repro_config(
         PRESET, [f"run.storage_path={tmp_path}", "run.name=r", "repro.long_pretrain.steps=300"]
@@ -179,6 +189,74 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert "| middle | 10% | 10 |" in text
     assert "to the question's name, by layer: layer 0: 0.90, layer 1: 0.05" in text
     assert f"Command: `python -m ray_jobs.repro --config {tmp_path / 'r' / 'config.yaml'}`" in text
+
+
+def test_weak_base_why_names_each_failure_its_diagnosis_shows():
+    from repro.report import weak_base_why
+
+    # Seed 0's lookup-read base: heads right, no copy, memory, no better than a random document's value.
+    why = weak_base_why(_diagnosis())
+    assert "fresh exact match 20.0% (copying a random document's value: 21.7%), 46.9% on trained-on" in why
+    assert "name at 1.00 (layer 0) and the gold value at 0.97 (layer 1)" in why
+    assert "at the answer slot in 31.2% of prompts" in why
+    assert "a lookup without its copy" in why and "memory, not lookup" in why and "random document" in why
+    # The name read in the last layer only does not count: no layer after it can use it.
+    no_read = weak_base_why(_diagnosis(question_name_attention=[0.1, 0.9]))
+    assert "name at 0.10 (layer 0)" in no_read and "cannot look the entity up" in no_read
+    no_value = weak_base_why(_diagnosis(gold_value_attention=[0.2, 0.3]))
+    assert "no head finds the gold value" in no_value
+    fine = weak_base_why(_diagnosis(exact_match=0.7, slot_exact_match=0.8, training_exact_match=0.75))
+    assert fine.endswith("of prompts.")  # figures only: nothing it shows explains the miss
+
+
+def test_arm_seeds_leave_out_the_weak_bases_only_when_asked():
+    from longctx_core.errors import LongctxError
+    from repro.config import load_repro_config
+    from repro.run import arm_seeds
+
+    ok = {"validation_accuracy": 0.9, "steps": 10, "minutes": 1.0}
+    weak = ok | {"validation_accuracy": 0.3}
+    cfg = load_repro_config(PRESET, ["repro.seeds=[0, 1, 2]"])
+    assert arm_seeds(cfg, {0: weak, 1: ok, 2: ok}) == [0, 1, 2]  # not asked: check_base_quality stops it
+    skip = load_repro_config(PRESET, ["repro.seeds=[0, 1, 2]", "repro.skip_weak_bases=true"])
+    assert arm_seeds(skip, {0: weak, 1: ok, 2: ok}) == [1, 2]
+    with pytest.raises(
+        LongctxError, match=r"every seed's toy base missed .*seed 0: 30.0%, seed 1: 30.0%, seed 2"
+    ):
+        arm_seeds(skip, {0: weak, 1: weak, 2: weak})
+
+
+def test_report_names_the_seeds_left_out_and_why(lost_in_the_middle, tmp_path):
+    """repro.skip_weak_bases: seed 0's base missed its target, so only seed 1's predictions are analysed;
+    the report lists seed 0 with its figures and its diagnosis's reading, and repro.json records it."""
+    from repro.config import load_repro_config
+    from repro.report import write_report
+
+    cfg = load_repro_config(
+        PRESET,
+        [f"run.storage_path={tmp_path}", "run.name=r", "repro.seeds=[0, 1]", "repro.skip_weak_bases=true"],
+    )
+    summary = {
+        "parameters": 6.6e5,
+        "steps": 3000,
+        "minutes": 30.0,
+        "validation_accuracy": 0.9,
+        "validation_questions": 48,
+        "reached_target": True,
+    }
+    weak = {"steps": 4192, "minutes": 40.0, "validation_accuracy": 0.312, "reached_target": False}
+    bases = {0: {"summary": summary | weak, "diagnosis": _diagnosis()}, 1: {"summary": summary}}
+    text = write_report(cfg, {1: lost_in_the_middle[1]}, bases, command="make repro").read_text()
+    assert "Arms (QLoRA, seeds 1): " in text and "hierarchical" not in text  # one seed ran
+    assert "## Seeds left out" in text
+    assert "- Seed 0: its toy base reached 31.2% after 4192 steps (40.0 min), below the 85% target" in text
+    assert "Its diagnosis at L0: fresh exact match 20.0%" in text and "a lookup without its copy" in text
+    dump = json.loads((tmp_path / "r" / "repro.json").read_text())
+    assert dump["left_out"] == [0] and list(dump["eval_dirs"]) == ["1"]
+    assert dump["analysis"]["accuracy"]["976"]["base"]["all"]["n"] == 30  # seed 1's 30 questions only
+    # Every seed ran: no such section.
+    text = write_report(cfg, lost_in_the_middle, bases, command="make repro").read_text()
+    assert "Seeds left out" not in text and "Arms (QLoRA, seeds 0, 1): " in text
 
 
 def test_verdict_says_when_an_interval_contains_zero():
