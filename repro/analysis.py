@@ -183,4 +183,31 @@ def analyse(cfg: ReproConfig, rows: list[dict]) -> dict:
     }
     passkey_lengths = sorted({int(r["length"]) for r in rows if r["task"] == "passkey"})
     out["passkey"] = {str(n): rate_by_model(rows, "passkey", n, "score") for n in passkey_lengths}
+    seeds = sorted({r["seed"] for r in rows})
+    if len(seeds) > 1:
+        out["by_seed"] = {
+            str(seed): by_seed(cfg, [r for r in rows if r["seed"] == seed], models, long_len, positions)
+            for seed in seeds
+        }
     return out
+
+
+def by_seed(
+    cfg: ReproConfig, rows: list[dict], models: list[str], length: int, positions: list[float]
+) -> dict:
+    """One seed's figures at `length` (intervals over its questions alone): each model's edges / middle /
+    all and whether it loses the middle, and the arms' paired differences (middle, all)."""
+    b = cfg.repro.bootstrap
+    acc = accuracy_table(rows, models, length, positions, b)
+    curve = curve_shape(rows, models, length, positions, b)
+    models_out = {
+        m: {"all": acc[m]["all"]}
+        | ({k: curve[m][k] for k in ("edges", "middle", "loses_the_middle")} if m in curve else {})
+        for m in acc
+    }
+    diffs = {}
+    for a, c in arm_pairs(list(cfg.repro.arms)):
+        table = difference_table(rows, a, c, length, positions, b)
+        if table:
+            diffs[f"{a} - {c}"] = {g: table[g] for g in ("middle", "all") if g in table}
+    return {"models": models_out, "differences": diffs}

@@ -174,6 +174,7 @@ def render_report(
         ["comparison", *groups], [[k, *(_ci(d.get(g), True) for g in groups)] for k, d in diffs.items()]
     )
     lines += ["", "Reading: " + verdict(diffs)]
+    lines += by_seed_lines(analysis)
     q = analysis["quotes"]
     lines += ["", f"## Quotes and passkey at {analysis['long_length']} tokens", ""]
     header = ["model", "replies with a quote", "quotes verbatim in the gold document", "near-miss quotes"]
@@ -215,6 +216,44 @@ def curve_lines(analysis: dict) -> list[str]:
         for m, c in curve.items()
     ]
     return lines + markdown_table(["model", "edges", "middle", "edges - middle", "loses the middle"], rows)
+
+
+def by_seed_lines(analysis: dict) -> list[str]:
+    """With several seeds: each seed's models (edges, middle, all, loses the middle) and the arms' paired
+    differences at the extended length, intervals over that seed's questions alone."""
+    per_seed = analysis.get("by_seed")
+    if not per_seed:
+        return []
+    length = analysis["long_length"]
+    lines = [
+        "",
+        f"## Each seed alone, {length}-token prompts",
+        "",
+        "The pooled tables above draw seeds, then questions; here each seed's intervals are over its own "
+        "questions, so a seed that behaves unlike the others shows.",
+        "",
+    ]
+    rows = [
+        [
+            seed,
+            model,
+            _ci(c.get("edges")),
+            _ci(c.get("middle")),
+            _ci(c["all"]),
+            ("yes" if c["loses_the_middle"] else "no") if "loses_the_middle" in c else "-",
+        ]
+        for seed, figures in per_seed.items()
+        for model, c in figures["models"].items()
+    ]
+    lines += markdown_table(["seed", "model", "edges", "middle", "all", "loses the middle"], rows)
+    rows = [
+        [seed, name, _ci(d.get("middle"), True), _ci(d.get("all"), True)]
+        for seed, figures in per_seed.items()
+        for name, d in figures["differences"].items()
+    ]
+    if rows:
+        lines += ["", *markdown_table(["seed", "comparison", "middle", "all"], rows)]
+    return lines
 
 
 def diagnosis_lines(d: dict, seed: int | None = None, where: str = "at L0, no extension") -> list[str]:

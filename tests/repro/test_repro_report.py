@@ -165,6 +165,13 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     assert curve["base"]["edges - middle"]["mean"] == 1.0 and not curve["paraphrase"]["loses_the_middle"]
     assert "| base | 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] | +100.0 [+100.0, +100.0] | yes |" in text
     assert "| paraphrase | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | +0.0 [+0.0, +0.0] | no |" in text
+    # Two seeds: each one's figures alone too, intervals over its own 30 questions.
+    seed1 = data["by_seed"]["1"]
+    assert seed1["models"]["base"]["middle"]["n"] == 30 and seed1["models"]["base"]["loses_the_middle"]
+    assert seed1["differences"]["paraphrase - plain"]["middle"]["mean"] == 1.0
+    assert "## Each seed alone, 976-token prompts" in text
+    assert "| 1 | base | 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] | 40.0 [40.0, 40.0] | yes |" in text
+    assert "| 0 | paraphrase - plain | +100.0 [+100.0, +100.0] | +60.0 [+60.0, +60.0] |" in text
     # Without an explicit command the report names the run's resolved config, which reproduces it.
     text = write_report(cfg, lost_in_the_middle, {0: base}).read_text()
     assert "Toy base: 3.50M-parameter" in text  # one base shared by the seeds: no seed named
@@ -248,6 +255,7 @@ def test_report_names_the_seeds_left_out_and_why(lost_in_the_middle, tmp_path):
     bases = {0: {"summary": summary | weak, "diagnosis": _diagnosis()}, 1: {"summary": summary}}
     text = write_report(cfg, {1: lost_in_the_middle[1]}, bases, command="make repro").read_text()
     assert "Arms (QLoRA, seeds 1): " in text and "hierarchical" not in text  # one seed ran
+    assert "Each seed alone" not in text
     assert "## Seeds left out" in text
     assert "- Seed 0: its toy base reached 31.2% after 4192 steps (40.0 min), below the 85% target" in text
     assert "Its diagnosis at L0: fresh exact match 20.0%" in text and "a lookup without its copy" in text
