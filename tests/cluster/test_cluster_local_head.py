@@ -47,6 +47,15 @@ def _http(url: str, token: str | None = None, timeout: float = 10) -> tuple[int,
         return err.code, err.read()
 
 
+def _scrape(url: str) -> str:
+    """The metrics page's text, or "" while the head's exporter is not answering yet (a just-started
+    metrics agent refuses or resets connections for a while; the caller polls)."""
+    try:
+        return _http(url)[1].decode(errors="replace")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return ""
+
+
 def _wait_for(predicate, timeout: float, every: float = 0.5):
     """Poll `predicate()` until it returns something truthy (returned) or `timeout` passes (None)."""
     end = time.monotonic() + timeout
@@ -160,7 +169,7 @@ def test_local_head_token_auth_loopback_only_and_a_real_job(headctl):
 
         # the project's gauge reaches Prometheus under Ray's `ray_` prefix (what cluster/grafana charts)
         exported = f"ray_{_gauge_name('train', 'loss')}{{"
-        scraped = _wait_for(lambda: exported in _http(metrics_url)[1].decode(errors="replace"), timeout=60)
+        scraped = _wait_for(lambda: exported in _scrape(metrics_url), timeout=60)
         logger.info("job submitted, gauge scraped=%s after %.1f s", bool(scraped), time.monotonic() - t0)
 
         # --- nothing of this head (job workers included) listens beyond loopback
