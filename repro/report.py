@@ -129,14 +129,14 @@ def left_out_lines(cfg: ReproConfig, bases: dict[int, dict], seeds: list[int]) -
 
 
 def render_report(
-    cfg: ReproConfig, analysis: dict, bases: dict[int, dict], command: str, seeds: list[int] | None = None
+    cfg: ReproConfig, analysis: dict, bases: dict[int, dict], command: str, seeds: list[int]
 ) -> str:
     """report.md: the base build(s), accuracy by position per length, the curve's shape, the differences
     that carry the claim, quote faithfulness and passkey; every accuracy with its 95% bootstrap interval
     (over questions, and over seeds too when there are several). `bases`: see `write_report`; `seeds`: the
-    seeds whose arms ran (default: every seed), the others are listed as left out."""
+    seeds whose arms ran; the other seeds of `bases` are listed as left out."""
     groups = _groups(analysis["positions"])
-    ran = list(cfg.repro.seeds) if seeds is None else list(seeds)
+    ran = list(seeds)
     one = len(bases) == 1
     lines = [
         "# Toy-scale reproduction: paraphrase-the-original-text vs lost in the middle",

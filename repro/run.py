@@ -18,17 +18,12 @@ from repro.config import ReproConfig, base_seeds, check_repro_config, seed_confi
 logger = logging.getLogger(__name__)
 
 
-def is_weak(cfg: ReproConfig, base: dict) -> bool:
-    """Did this toy base (its build summary) miss `repro.base.target_accuracy`?"""
-    return base["validation_accuracy"] < cfg.repro.base.target_accuracy
-
-
 def check_base_quality(cfg: ReproConfig, base: dict) -> None:
     """Raise LongctxError when the toy base missed its validation target (unless `repro.allow_weak_base`)."""
     from longctx_core.errors import LongctxError
 
     target = cfg.repro.base.target_accuracy
-    if is_weak(cfg, base) and not cfg.repro.allow_weak_base:
+    if not base["reached_target"] and not cfg.repro.allow_weak_base:
         raise LongctxError(
             f"repro.base: the toy base reached {100 * base['validation_accuracy']:.1f}% validation exact match "
             f"after {base['steps']} steps ({base['minutes']:.0f} min), below the {100 * target:.0f}% target; run "
@@ -44,7 +39,7 @@ def arm_seeds(cfg: ReproConfig, bases: dict[int, dict]) -> list[int]:
 
     if not cfg.repro.skip_weak_bases:
         return list(cfg.repro.seeds)
-    seeds = [s for s in cfg.repro.seeds if not is_weak(cfg, bases[s])]
+    seeds = [s for s in cfg.repro.seeds if bases[s]["reached_target"]]
     if not seeds:
         raise LongctxError(
             "repro.skip_weak_bases: every seed's toy base missed the "
@@ -71,11 +66,10 @@ def run_repro(cfg: ReproConfig) -> dict:
     started = time.monotonic()
     # seed -> (its config, base folder, base info); one shared base, under the first seed, without base_per_seed
     bases: dict[int, tuple[ReproConfig, Path, dict]] = {}
+    # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
+    resume = cfg.repro.only_base or not (cfg.repro.allow_weak_base or cfg.repro.skip_weak_bases)
     for seed in base_seeds(cfg):
         scfg = seed_config(cfg, seed)
-        # A below-target base trains on (from its checkpoint) unless the user takes it as it is.
-        weak_ok = cfg.repro.allow_weak_base or cfg.repro.skip_weak_bases
-        resume = cfg.repro.only_base or not weak_ok
         base_dir = ensure_toy_base(scfg, resume=resume)
         info = read_base_info(base_dir)
         info["diagnosis"] = base_diagnosis(scfg, base_dir)
@@ -95,10 +89,10 @@ def run_repro(cfg: ReproConfig) -> dict:
     if cfg.repro.only_base:
         return summary
     seeds = arm_seeds(cfg, {seed: info["summary"] for seed, (_, _, info) in bases.items()})
-    for seed in seeds:
-        check_base_quality(cfg, bases.get(seed, bases[cfg.repro.seeds[0]])[2]["summary"])
-    summary["left_out"] = [s for s in cfg.repro.seeds if s not in seeds]
     shared = bases[cfg.repro.seeds[0]]
+    for seed in seeds:
+        check_base_quality(cfg, bases.get(seed, shared)[2]["summary"])
+    summary["left_out"] = [s for s in cfg.repro.seeds if s not in seeds]
     eval_dirs = {}
     for seed in seeds:
         scfg, base_dir, _ = bases.get(seed, shared)

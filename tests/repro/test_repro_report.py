@@ -221,8 +221,8 @@ def test_arm_seeds_leave_out_the_weak_bases_only_when_asked():
     from repro.config import load_repro_config
     from repro.run import arm_seeds
 
-    ok = {"validation_accuracy": 0.9, "steps": 10, "minutes": 1.0}
-    weak = ok | {"validation_accuracy": 0.3}
+    ok = {"validation_accuracy": 0.9, "reached_target": True, "steps": 10, "minutes": 1.0}
+    weak = ok | {"validation_accuracy": 0.3, "reached_target": False}
     cfg = load_repro_config(PRESET, ["repro.seeds=[0, 1, 2]"])
     assert arm_seeds(cfg, {0: weak, 1: ok, 2: ok}) == [0, 1, 2]  # not asked: check_base_quality stops it
     skip = load_repro_config(PRESET, ["repro.seeds=[0, 1, 2]", "repro.skip_weak_bases=true"])
