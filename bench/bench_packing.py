@@ -3,7 +3,7 @@
     python -m bench.bench_packing [--demo-samples 256] [--wide-samples 2000] [--train-samples 64]
 
 1. Efficiency (real tokens / slot tokens) of `longctx_core.packing` on
-   - the demo's distribution: samples composed by `data_gen` at `ray_jobs/configs/demo_cpu.yaml`'s data config
+   - the demo's distribution: samples composed by `data_gen` at `ray_jobs/configs/tiny_cpu.yaml`'s data config
      and tokenised with the chat template (`longctx_core.chat`), rows of `train.max_seq_len` tokens;
    - a wide distribution: lengths uniform in [1k, 32k] tokens, rows of 32,768 tokens.
    Both pack per `train.pack_window` window, as the training stream does (`estimate_packing`); baseline: one

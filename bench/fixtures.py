@@ -2,7 +2,7 @@
 is the baseline of the training benchmarks. Every benchmark imports this module, `bench.common` and the
 library; none imports another benchmark.
 
-    cfg = demo_config(["train.max_seq_len=1024"])         # ray_jobs/configs/demo_cpu.yaml + overrides
+    cfg = demo_config(["train.max_seq_len=1024"])         # ray_jobs/configs/tiny_cpu.yaml + overrides
     samples, tokenizer_path = compose_samples(cfg, 32)    # data_gen's samples, tokenised as training does
     run = plain_train(cfg, collated_batches, warmup=1)    # the plain loop: {seconds, tokens_per_s, losses, ...}
 """
@@ -18,7 +18,7 @@ from longctx_core.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "demo_cpu.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "tiny_cpu.yaml"
 
 
 def demo_config(overrides: list[str] = ()):

@@ -69,6 +69,7 @@ BENCHMARKS = {
         "bench.bench_toybase",
         ["--steps", "3", "--pairs", "1", "--first", "0", "--set", *TOYBASE_SMOKE],
     ),
+    "eval": ("bench.bench_eval", ["--smoke", "--lengths", "448", "--questions", "2", "--new-tokens", "8"]),
     "loss_memory": (
         "bench.bench_loss_memory",
         ["--lengths", "512", "2048", "--vocab", "16384", "--hidden", "32", "--chunk-size", "128"],

@@ -48,15 +48,12 @@ logger = logging.getLogger(__name__)
 
 
 def tokenizer_path(cfg) -> str:
-    """Where the synthesis tokenizer loads from: the tiny checkpoint (built once) for model 'tiny', else
-    `model.tokenizer` or `model.name_or_path`."""
-    from longctx_core.config import TINY
+    """Where the synthesis tokenizer loads from: `model.tokenizer`, else the folder the model loads from
+    (`modeling.resolve_model_path`: the tiny checkpoint, an embedded model or a .gguf file's converted
+    folder, a local folder or a hub name)."""
+    from longctx_core.modeling import resolve_model_path
 
-    if cfg.model.name_or_path == TINY:
-        from longctx_core.tiny import ensure_tiny_checkpoint
-
-        return str(ensure_tiny_checkpoint(cfg.model.tiny))
-    return cfg.model.tokenizer or cfg.model.name_or_path
+    return cfg.model.tokenizer or resolve_model_path(cfg.model)
 
 
 def load_tokenizer(path: str):

@@ -27,22 +27,30 @@ from types import SimpleNamespace
 from longctx_core.config import TINY, ModelConfig
 from longctx_core.errors import LongctxError, error_line
 from longctx_core.fsio import staged_dir
+from longctx_core.model.families import check_family, resolve_lora_targets
 from longctx_core.rope import apply_rope_extension, current_rope, max_context, warn_if_dynamic
 
 logger = logging.getLogger(__name__)
 
 BASE_CONFIG_NAME = "base_config.json"  # the RoPE-scaled base config, written next to the adapter
-# Architectures whose native transformers code reads `rope_parameters` (Qwen1 needs remote code: not these).
-QWEN_TYPES = ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe")
 
 
 def resolve_model_path(model_cfg: ModelConfig) -> str:
     """The folder or hub name `from_pretrained` loads: the tiny checkpoint's cached folder for 'tiny' (built
-    once), an existing local folder as an absolute path, anything else as a hub name."""
+    once), the cached converted folder for an embedded model's name (fetched and converted once) and for a
+    `.gguf` file (converted once; LongctxError when missing or unusable), an existing local folder as an
+    absolute path, anything else as a hub name."""
+    from longctx_core.model.embedded import EMBEDDED, ensure_embedded
+    from longctx_core.model.gguf import ensure_gguf_folder
+
     if model_cfg.name_or_path == TINY:
         from longctx_core.tiny import ensure_tiny_checkpoint
 
         return str(ensure_tiny_checkpoint(model_cfg.tiny))
+    if model_cfg.name_or_path in EMBEDDED:
+        return str(ensure_embedded(model_cfg.name_or_path))
+    if model_cfg.name_or_path.lower().endswith(".gguf"):
+        return str(ensure_gguf_folder(model_cfg.name_or_path))
     local = Path(model_cfg.name_or_path).expanduser()
     return str(local.resolve()) if local.is_dir() else model_cfg.name_or_path
 
@@ -76,7 +84,8 @@ def load_tokenizer(model_cfg: ModelConfig):
 def check_model_config(model_cfg: ModelConfig):
     """Read the checkpoint's config (no weights) and write the RoPE extension into it; returns the HF config.
 
-    Raises LongctxError naming the key when the checkpoint cannot be read or `model.rope` does not fit it.
+    Raises LongctxError naming the key when the checkpoint cannot be read, is not of a tested model family
+    (unless `model.allow_untested_architecture`) or `model.rope` does not fit it.
     Cheap enough for an entrypoint to call before `ray.init()`.
     """
     from transformers import AutoConfig
@@ -88,11 +97,7 @@ def check_model_config(model_cfg: ModelConfig):
         raise LongctxError(
             f"model.name_or_path: cannot read a model config from '{path}': {error_line(exc)}"
         ) from None
-    if getattr(hf_config, "model_type", None) not in QWEN_TYPES:
-        logger.warning(
-            "model type '%s' is not a Qwen2-architecture model; its RoPE handling is untested here",
-            getattr(hf_config, "model_type", None),
-        )
+    check_family(hf_config, model_cfg.allow_untested_architecture)
     return apply_rope_extension(hf_config, model_cfg.rope)
 
 
@@ -137,6 +142,12 @@ def _keep_4bit_layout(model) -> int:
     for layer in layers:
         layer.support_avx512bf16_for_cpu = False
     return len(layers)
+
+
+def is_4bit(model) -> bool:
+    """Whether `model` (a causal LM or a PeftModel around one) holds bitsandbytes 4-bit weights."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(inner, "is_loaded_in_4bit", False))
 
 
 def _from_pretrained(model_cfg: ModelConfig, hf_config, quantize: bool, device_map):
@@ -190,6 +201,7 @@ def _check_module_names(model, names: list[str], key: str) -> None:
 def add_lora(model, model_cfg: ModelConfig):
     """Freeze `model` and wrap it in LoRA adapters for training; returns the `PeftModel`.
 
+    `model.lora.target_modules: [all-linear]` becomes the model family's projections (`resolve_lora_targets`).
     4-bit models go through `prepare_model_for_kbit_training` (norms/embeddings to fp32, base frozen).
     Gradient checkpointing uses the explicit `model.use_reentrant`. `use_cache` is turned off: with a cache
     transformers builds a causal mask over the whole packed row and packed samples attend to each other.
@@ -199,6 +211,9 @@ def add_lora(model, model_cfg: ModelConfig):
     lora = model_cfg.lora
     _check_module_names(model, lora.target_modules, "model.lora.target_modules")
     _check_module_names(model, lora.extra_trainable, "model.lora.extra_trainable")
+    targets = resolve_lora_targets(model, lora.target_modules)
+    if targets != lora.target_modules:
+        logger.info("model.lora.target_modules %s -> %s", lora.target_modules, targets)
     if getattr(model, "is_loaded_in_4bit", False):
         # Checkpointing is enabled below through the current transformers API, for both modes alike.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -213,7 +228,7 @@ def add_lora(model, model_cfg: ModelConfig):
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
+        target_modules=targets,
         modules_to_save=list(lora.extra_trainable) or None,
         # A trained copy of tied embeddings must stay tied to lm_head, as in the merged model.
         ensure_weight_tying=bool(lora.extra_trainable)
@@ -227,7 +242,7 @@ def add_lora(model, model_cfg: ModelConfig):
         "LoRA r=%d alpha=%d on %s: %d trainable parameters",
         lora.r,
         lora.alpha,
-        lora.target_modules,
+        targets,
         trainable,
     )
     return peft_model

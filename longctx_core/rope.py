@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 from longctx_core.config.model import SCALED_ROPE_TYPES, RopeConfig, rope_problem
-from longctx_core.errors import LongctxError
+from longctx_core.errors import LongctxError, error_line
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,13 @@ def apply_rope_extension(hf_config, rope_cfg: RopeConfig):
     if original is not None:
         hf_config.max_position_embeddings = original
     hf_config.rope_parameters = params
-    hf_config.validate_rope()
+    try:
+        hf_config.validate_rope()
+    except (ValueError, KeyError) as exc:  # e.g. Phi-3 takes only default/longrope: say which key to change
+        raise LongctxError(
+            f"model.rope.type: {params.get('rope_type')} does not fit model type "
+            f"'{getattr(hf_config, 'model_type', None)}': {error_line(exc)}"
+        ) from None
     logger.info(
         "RoPE: %s -> context %d (max_position_embeddings %d)",
         params,

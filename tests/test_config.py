@@ -17,7 +17,7 @@ PRESETS = sorted((REPO / "ray_jobs" / "configs").glob("*.yaml"))
 
 
 def test_presets_exist():
-    assert any(p.name == "demo_cpu.yaml" for p in PRESETS)
+    assert any(p.name == "tiny_cpu.yaml" for p in PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
@@ -32,7 +32,7 @@ def test_every_shipped_preset_validates(preset):
 
 def test_dotted_overrides_apply_with_yaml_types():
     cfg = load_config(
-        REPO / "ray_jobs/configs/demo_cpu.yaml",
+        REPO / "ray_jobs/configs/tiny_cpu.yaml",
         [
             "train.max_steps=5",
             "data.num_samples=16",
@@ -64,7 +64,7 @@ def test_dotted_overrides_apply_with_yaml_types():
 )
 def test_bad_config_is_one_line_naming_the_key(overrides, expected):
     with pytest.raises(ConfigError) as info:
-        load_config(REPO / "ray_jobs/configs/demo_cpu.yaml", overrides)
+        load_config(REPO / "ray_jobs/configs/tiny_cpu.yaml", overrides)
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
@@ -88,7 +88,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(REPO / "ray_jobs/configs/demo_cpu.yaml", [f"run.storage_path={tmp_path}"])
+    cfg = load_config(REPO / "ray_jobs/configs/tiny_cpu.yaml", [f"run.storage_path={tmp_path}"])
     again = type(cfg).model_validate(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
 
@@ -101,7 +101,7 @@ def test_entrypoint_fails_before_ray_with_one_line(tmp_path):
             "-m",
             "ray_jobs.pipeline",
             "--config",
-            "ray_jobs/configs/demo_cpu.yaml",
+            "ray_jobs/configs/tiny_cpu.yaml",
             "data.num_sample=3",
         ],
         cwd=REPO,

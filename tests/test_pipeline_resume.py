@@ -32,7 +32,7 @@ def _cfg(storage: Path, *extra: str):
     from longctx_core.config import load_config
 
     return load_config(
-        "ray_jobs/configs/demo_cpu.yaml", [f"run.storage_path={storage}", "run.name=resume", *SMOKE, *extra]
+        "ray_jobs/configs/tiny_cpu.yaml", [f"run.storage_path={storage}", "run.name=resume", *SMOKE, *extra]
     )
 
 

@@ -68,7 +68,7 @@ def test_a_stage_local_runtime_listens_on_loopback_only(tmp_path, tiny_model_dir
         "-m",
         "ray_jobs.synthesize",
         "--config",
-        "ray_jobs/configs/demo_cpu.yaml",
+        "ray_jobs/configs/tiny_cpu.yaml",
         "data.num_samples=8",
         f"run.storage_path={tmp_path}",
         "run.name=net",

@@ -78,7 +78,7 @@ def test_call_checks_then_runs_on_the_connected_ray(ray_local, tiny_model_dir, t
     from longctx_core.config import load_config
 
     cfg = load_config(
-        str(REPO / "ray_jobs/configs/demo_cpu.yaml"),
+        str(REPO / "ray_jobs/configs/tiny_cpu.yaml"),
         [f"run.storage_path={tmp_path}", "run.name=reg", "data.num_samples=4", "data.eval_samples=0"],
     )
     summary = call("synthesize", cfg)

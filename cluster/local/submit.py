@@ -50,7 +50,7 @@ from longctx_core.stages import STAGES  # noqa: E402
 logger = logging.getLogger("longctx.submit")
 
 RUNTIME_ENV = REPO / "cluster" / "runtime_env.yaml"
-# Forwarded only when set. HF_HUB_OFFLINE is deliberately absent: `make` exports it for the offline demo,
+# Forwarded only when set. HF_HUB_OFFLINE is deliberately absent: the offline demo sets it for itself,
 # and a cloud job must still be able to download its checkpoint.
 FORWARD_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT")
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"

@@ -54,7 +54,7 @@ from longctx_core.runtime import sync_auth_config  # noqa: E402
 
 logger = logging.getLogger("longctx.cluster_sim")
 
-DEFAULT_CONFIG = "ray_jobs/configs/demo_cpu.yaml"
+DEFAULT_CONFIG = "ray_jobs/configs/tiny_cpu.yaml"
 LAUNCHER_YAML = REPO / "cluster" / "aws.yaml"
 # The demo preset shrunk so the whole run, node start-ups included, takes minutes on 2 cores; ARGS override.
 SMOKE = [

@@ -202,6 +202,17 @@ class EvalConfig(Section):
         4, ge=1, description="Prompts per generate() call (left-padded, similar lengths)."
     )
     use_gpu: bool = Field(False, description="Each model actor asks for one GPU.")
+    dtype: Optional[Literal["auto", "float32", "bfloat16", "float16"]] = Field(
+        None,
+        description="Weights dtype of unquantised models under evaluation; unset = model.torch_dtype. auto: "
+        "bfloat16 on a GPU that has it and on CPUs with native bf16 matmuls (AVX512-BF16/AMX), else float32.",
+    )
+    cpu_threads: Optional[int] = Field(
+        None,
+        ge=1,
+        description="Torch threads per model actor without a GPU; unset = the node's cores / num_workers (Ray "
+        "would give a fractional-CPU actor one thread).",
+    )
     quantize: Optional[bool] = Field(
         None, description="Load the base in 4-bit; unset = model.quantization.load_in_4bit."
     )

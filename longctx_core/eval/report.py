@@ -22,7 +22,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from longctx_core.eval import scoring
+from longctx_core.eval import intervals, scoring
 from longctx_core.eval.perplexity import summarize_buckets
 from longctx_core.eval.prompts import Prompt
 
@@ -35,7 +35,9 @@ CELL_KEYS = {
     "longbench": ("subset",),
     "litm": ("num_docs", "gold_index"),
 }
-_RATES = ("em_first_line", "quoted", "faithful_any", "faithful_gold", "near_miss")
+_RATES = ("exact", "em_first_line", "quoted", "faithful_any", "faithful_gold", "near_miss")
+# The base model of a comparison: every other model's accuracy is also reported as a paired difference to it.
+BASE_KIND = "base"
 
 
 def score_one(prompt: Prompt, out: dict) -> dict:
@@ -44,7 +46,10 @@ def score_one(prompt: Prompt, out: dict) -> dict:
         "prompt_id": prompt.prompt_id,
         "task": prompt.task,
         **prompt.cell,
+        # the unit a bootstrap resamples: a question asked at several positions and lengths is one unit
+        "question_id": str(prompt.extra.get("record_id", prompt.prompt_id)),
         "prompt_tokens": prompt.n_tokens,
+        "seconds": float(out.get("seconds", 0.0)),
     }
     if prompt.task == "perplexity":
         sums, counts = out["nll"]
@@ -62,7 +67,9 @@ def score_one(prompt: Prompt, out: dict) -> dict:
         parsed, em = scoring.answer_em(reply, prompt.answers, prompt.lang)
         quotes = scoring.quote_faithfulness(reply, prompt.extra["docs"], prompt.extra["gold"], prompt.lang)
         first = scoring.best_subspan_em(scoring.first_line(reply), prompt.answers)
-        rec |= {"answer": parsed, "score": em, "em_first_line": first, "gold": prompt.extra["gold"]}
+        exact = scoring.exact_match(parsed, prompt.answers)
+        rec |= {"answer": parsed, "score": em, "exact": exact, "em_first_line": first}
+        rec["gold"] = prompt.extra["gold"]
         rec |= {k: float(v) for k, v in quotes.items() if k != "n_quotes"} | {"n_quotes": quotes["n_quotes"]}
     elif prompt.task == "passkey":
         numbers = re.findall(r"\d+", reply)
@@ -109,17 +116,65 @@ def _group(records: list[dict], task: str) -> dict[tuple, list[dict]]:
 
 
 def _answer_cells(records: list[dict], task: str) -> list[dict]:
-    """Accuracy cells (counts, mean score and the task's rates) of a generation task."""
+    """Accuracy cells (counts, mean score with its Wilson interval, the task's rates, seconds per prompt)
+    of a generation task."""
     cells = []
     for key, rows in _group(records, task).items():
         n = len(rows)
         correct = sum(r["score"] for r in rows)
+        ci = intervals.wilson(correct, n)
         cell = {"model": key[0], **dict(zip(CELL_KEYS[task], key[1:], strict=True)), "n": n}
-        cell |= {"correct": correct, "accuracy": correct / n}
+        cell |= {
+            "correct": correct,
+            "accuracy": correct / n,
+            "accuracy_lo": ci["lo"],
+            "accuracy_hi": ci["hi"],
+        }
         cell |= {k: sum(r[k] for r in rows) / n for k in _RATES if k in rows[0]}
         cell["prompt_tokens_mean"] = sum(r["prompt_tokens"] for r in rows) / n
+        cell["seconds_per_prompt"] = sum(r.get("seconds", 0.0) for r in rows) / n
         cells.append(cell)
     return cells
+
+
+def _pooled(rows: list[dict], key: str) -> dict:
+    """Mean of `key` over `rows` with a question-clustered bootstrap interval."""
+    return intervals.cluster_bootstrap([r[key] for r in rows], [r["question_id"] for r in rows])
+
+
+def _paired(rows: list[dict], base_rows: list[dict], key: str) -> dict:
+    """Mean of (model - base) over the prompts both answered, questions resampled together."""
+    base = {r["prompt_id"]: r[key] for r in base_rows}
+    both = [r for r in rows if r["prompt_id"] in base]
+    return intervals.cluster_bootstrap(
+        [r[key] - base[r["prompt_id"]] for r in both], [r["question_id"] for r in both]
+    )
+
+
+def answer_intervals(records: list[dict], task: str, models: list[dict]) -> dict:
+    """Pooled rates with 95% intervals, per model: over all prompts ("all") and per first cell key (e.g.
+    "length=1024"), for the lenient `accuracy` and, where scored, the strict `exact`; and each non-base
+    model's paired difference to the base model (`vs_<base name>`). Returns {model: {group: {metric: ci}}}."""
+    first = CELL_KEYS[task][0]
+    rows_of: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["task"] == task:
+            rows_of[r["model"]].append(r)
+    base = next((m["name"] for m in models if m.get("kind") == BASE_KIND and m["name"] in rows_of), None)
+    metrics = [("accuracy", "score")] + ([("exact", "exact")] if task in ("qa", "litm") else [])
+    out: dict = {}
+    for model, rows in rows_of.items():
+        groups = {"all": rows}
+        for value in sorted({r[first] for r in rows}):
+            groups[f"{first}={value}"] = [r for r in rows if r[first] == value]
+        out[model] = {}
+        for group, grows in groups.items():
+            entry = {name: _pooled(grows, key) for name, key in metrics}
+            if base and model != base:
+                bases = [r for r in rows_of[base] if group == "all" or r[first] == grows[0][first]]
+                entry |= {f"{name}_vs_{base}": _paired(grows, bases, key) for name, key in metrics}
+            out[model][group] = entry
+    return out
 
 
 def _perplexity_cells(records: list[dict]) -> list[dict]:
@@ -167,12 +222,19 @@ def aggregate(records: list[dict], models: list[dict], extra: dict | None = None
         if task in tasks:
             cells = _answer_cells(records, task)
             summary = {"accuracy": _by_model(cells, "accuracy")}
-            for rate in ("faithful_any", "faithful_gold", "quoted"):
+            for rate in ("exact", "faithful_any", "faithful_gold", "quoted"):
                 if cells and rate in cells[0]:
                     summary[rate] = _by_model(cells, rate)
-            out["tasks"][task] = {"cells": cells, "by_model": summary}
+            out["tasks"][task] = {
+                "cells": cells,
+                "by_model": summary,
+                "intervals": answer_intervals(records, task, models),
+            }
     if "qa" in out["tasks"]:
-        out["tasks"]["qa"]["metric"] = "best_subspan_em (Lost in the Middle) of the parsed final answer"
+        out["tasks"]["qa"]["metric"] = (
+            "accuracy: lenient, a gold answer appears in the reply's answer part (best_subspan_em, Lost in the "
+            "Middle); exact: the answer part equals a gold answer (both SQuAD-normalised)"
+        )
     if "litm" in out["tasks"]:
         out["tasks"]["litm"]["metric"] = "best_subspan_em; em_first_line = the paper's protocol (first line)"
     if "perplexity" in tasks:

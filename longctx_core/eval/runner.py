@@ -150,6 +150,26 @@ def log_headline(run_name: str, metrics: dict) -> int:
     return rows
 
 
+def headline_lines(metrics: dict) -> list[str]:
+    """The evaluation's printout: per task the first headline number of each model, and for tasks with
+    intervals each model's pooled accuracy (and exact match) per group with its 95% interval, in points."""
+    from longctx_core.eval.intervals import fmt
+
+    lines = []
+    for task, section in metrics["tasks"].items():
+        if not section.get("intervals"):
+            first = next(iter(section["by_model"].values()))
+            lines.append(f"  {task}: " + ", ".join(f"{m}={v:.3f}" for m, v in first.items()))
+            continue
+        for model, groups in section["intervals"].items():
+            for group, ci in groups.items():
+                parts = [f"{metric} {fmt(value)}" for metric, value in ci.items()]
+                lines.append(f"  {task} {model:<8} {group:<12} " + "  ".join(parts))
+    for model, t in metrics.get("timing", {}).items():
+        lines.append(f"  time {model}: {t['wall_s']:.0f} s, {t['seconds_per_prompt']:.1f} s per prompt")
+    return lines
+
+
 def check(cfg: Config) -> tuple[list[ModelSpec], list[Prompt]]:
     """Everything before Ray: the models resolve and load their configs, every task's prompts build and fit
     every model's window, no evaluation question was trained on; returns (model specs, prompts)."""
@@ -176,7 +196,14 @@ def run(cfg: Config, checked: tuple[list[ModelSpec], list[Prompt]] | None = None
         t0 = time.perf_counter()
         outputs[spec.name] = run_prompts(cfg, spec, prompts)
         new_tokens = sum(o["new_tokens"] for o in outputs[spec.name].values())
-        timing[spec.name] = {"wall_s": time.perf_counter() - t0, "new_tokens": new_tokens}
+        wall = time.perf_counter() - t0
+        timing[spec.name] = {
+            "wall_s": wall,
+            "new_tokens": new_tokens,
+            "prompts": len(prompts),
+            # model load and actor start-up included: what a user waits per prompt
+            "seconds_per_prompt": wall / max(1, len(prompts)),
+        }
     extra = {
         "run": cfg.run.name,
         "num_prompts": len(prompts),
@@ -189,9 +216,8 @@ def run(cfg: Config, checked: tuple[list[ModelSpec], list[Prompt]] | None = None
     headline = {task: m["by_model"] for task, m in metrics["tasks"].items()}
     logger.info("evaluation written to %s: %s", out.dir, headline)
     print(f"evaluation: {out.dir}")
-    for task, numbers in headline.items():
-        first = next(iter(numbers.values()))
-        print(f"  {task}: " + ", ".join(f"{model}={value:.3f}" for model, value in first.items()))
+    for line in headline_lines(metrics):
+        print(line)
     return {
         "eval_dir": str(out.dir),
         "num_prompts": len(prompts),

@@ -56,6 +56,13 @@ def best_subspan_em(prediction: str, ground_truths: Sequence[str]) -> float:
     return float(any(normalize_answer(gt) in pred for gt in ground_truths))
 
 
+def exact_match(answer: str, ground_truths: Sequence[str]) -> float:
+    """1.0 when the normalised `answer` equals some normalised gold answer (SQuAD's exact match), else 0.0;
+    an answer that is empty after normalisation never matches."""
+    pred = normalize_answer(answer)
+    return float(bool(pred) and any(pred == normalize_answer(gt) for gt in ground_truths))
+
+
 def first_line(reply: str) -> str:
     """The reply up to its first newline, stripped: what the Lost-in-the-Middle script scores (a reply
     that starts with a newline scores its empty first line, as there)."""

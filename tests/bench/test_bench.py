@@ -75,6 +75,19 @@ def test_overhead_smoke(results, ray_local):
     assert ray_local.is_initialized()  # a benchmark never shuts down a Ray runtime it did not start
 
 
+def test_eval_smoke(results, ray_local):
+    from bench.bench_eval import main
+    from bench.run_all import BENCHMARKS
+
+    main(BENCHMARKS["eval"][1])
+    record = check_record(results / "eval.json", "eval")
+    cell = record["per_length"]["448"]
+    assert cell["prompts"] == 2 and cell["stage_s"] > 0 and cell["plain_s"] > 0
+    # the same greedy replies from the stage's batched path and a plain generate loop on the same weights
+    assert cell["same_replies"] == 2
+    assert ray_local.is_initialized()
+
+
 def test_longctx_smoke(results):
     from bench.bench_longctx import main
 

@@ -203,7 +203,7 @@ def test_runtime_env_excludes_heavy_folders_and_keeps_the_code(tmp_path):
     assert "working_dir" not in env  # given by --working-dir
     tree = {
         "longctx_core/x.py": True,
-        "ray_jobs/configs/demo_cpu.yaml": True,
+        "ray_jobs/configs/tiny_cpu.yaml": True,
         "data/my_source.jsonl": True,
         "tests/data/runs_fixture.json": True,
         ".venv/lib/site.py": False,

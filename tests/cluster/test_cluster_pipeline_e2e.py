@@ -68,7 +68,7 @@ def test_pipeline_submitted_to_a_real_head_succeeds(headctl):
                 "bash",
                 "cluster/local/submit.sh",
                 "pipeline",
-                "ray_jobs/configs/demo_cpu.yaml",
+                "ray_jobs/configs/tiny_cpu.yaml",
                 f"run.storage_path={runs}",
                 "run.name=e2e",
                 *SMOKE,

@@ -31,7 +31,7 @@ from longctx_core.runtime import sync_auth_config
 
 REPO = Path(__file__).resolve().parents[2]
 SIM = REPO / "cluster" / "sim"
-DEMO = "ray_jobs/configs/demo_cpu.yaml"
+DEMO = "ray_jobs/configs/tiny_cpu.yaml"
 AWS = REPO / "cluster" / "aws.yaml"
 sys.path[:0] = [str(SIM), str(REPO / "cluster" / "local")]
 

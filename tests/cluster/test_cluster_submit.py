@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = "ray_jobs/configs/demo_cpu.yaml"
+DEMO = "ray_jobs/configs/tiny_cpu.yaml"
 FAKE_SECRET = "hf_" + "x" * 30  # the shape of a Hugging Face token; not a real one
 
 

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "cluster" / "grafana" / "longctx.json"
 ARGV = [
     "--config",
-    "ray_jobs/configs/demo_cpu.yaml",
+    "ray_jobs/configs/tiny_cpu.yaml",
     "run.name=panels",
     "data.num_samples=8",
     "data.target_tokens={min: 384, max: 768}",

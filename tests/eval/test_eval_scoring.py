@@ -56,6 +56,21 @@ def test_normalize_answer():
     assert scoring.normalize_answer("北京。") == "北京。"  # CJK punctuation is not ASCII: kept, as in SQuAD
 
 
+@pytest.mark.parametrize(
+    "reply, lenient, exact",
+    [
+        ("So the answer is: Velmora", 1.0, 1.0),
+        ("The answer is: the Velmora.", 1.0, 1.0),  # normalisation drops articles and punctuation
+        ("It was founded in Velmora, a town by the sea.", 1.0, 0.0),  # the base's own words: lenient only
+        ("So the answer is: Kalor", 0.0, 0.0),
+        ("", 0.0, 0.0),
+    ],
+)
+def test_lenient_and_exact_match(reply, lenient, exact):
+    parsed, em = scoring.answer_em(reply, ["Velmora"])
+    assert (em, scoring.exact_match(parsed, ["Velmora"])) == (lenient, exact)
+
+
 def test_first_line_follows_the_paper_protocol():
     assert scoring.first_line("Paris\nbecause the document says so") == "Paris"
     assert scoring.first_line("\nParis") == ""  # the paper splits before stripping

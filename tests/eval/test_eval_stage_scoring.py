@@ -216,6 +216,20 @@ def test_metrics_by_position_and_model_are_exact(scored):
     assert summary["faithful_any"] == {"base": pytest.approx(7 / 12), "tuned": 1.0}
     assert summary["faithful_gold"] == {"base": pytest.approx(6 / 12), "tuned": 1.0}
 
+    # every reply here that has the answer states it alone after the marker: exact match agrees
+    assert summary["exact"] == summary["accuracy"]
+    # pooled with question-clustered intervals; the paired difference is per question, by hand:
+    # base answers 2/3, 3/3, 2/3, 1/3 of the positions of questions 0..3 and tuned all: +4/12 on average
+    pooled = qa["intervals"]
+    assert pooled["base"]["all"]["accuracy"]["mean"] == pytest.approx(8 / 12)
+    assert pooled["base"]["all"]["accuracy"]["n"] == 4  # questions, not prompts
+    assert pooled["base"]["length=500"]["accuracy"]["mean"] == pytest.approx(8 / 12)
+    diff = pooled["tuned"]["all"]["accuracy_vs_base"]
+    assert diff["mean"] == pytest.approx(4 / 12) and 0.0 <= diff["lo"] <= diff["mean"] <= diff["hi"] <= 2 / 3
+    assert "accuracy_vs_base" not in pooled["base"]["all"]
+    lo, hi = cells[("base", 0.5)]["accuracy_lo"], cells[("base", 0.5)]["accuracy_hi"]
+    assert (lo, hi) == (pytest.approx(0.15004, abs=1e-4), pytest.approx(0.84996, abs=1e-4))  # Wilson 2/4
+
     passkey = {(c["model"], c["depth"]): c for c in metrics["tasks"]["passkey"]["cells"]}
     assert passkey[("base", 0)]["accuracy"] == 1.0 and passkey[("base", 1)]["accuracy"] == 0.0
     assert passkey[("base", 0)]["n"] == 2 and passkey[("tuned", 1)]["accuracy"] == 1.0
@@ -237,4 +251,6 @@ def test_written_files_agree_with_the_scoring(scored, stage_prompts, tmp_path):
     assert again == on_disk
     refusal = next(p for p in predictions if p["model"] == "base" and kinds.get(p["prompt_id"]) == "refusal")
     assert refusal["reply"] == REFUSAL and refusal["score"] == 0.0 and refusal["quoted"] == 0.0
-    assert (tmp_path / "report.md").read_text().count("| base |") >= 3
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("| base |") >= 3
+    assert "| tuned | all | accuracy_vs_base | 33.3 [" in report  # the paired difference, in points

@@ -113,7 +113,7 @@ def test_product_config_rejects_the_repro_section(tmp_path):
         load_config(PRESET)
     assert str(err.value) == "unknown config key 'repro'"
     with pytest.raises(ConfigError, match=r"^unknown config key 'repro'$"):
-        load_config("ray_jobs/configs/demo_cpu.yaml", ["repro.seeds=[0]"])
+        load_config("ray_jobs/configs/tiny_cpu.yaml", ["repro.seeds=[0]"])
     for preset in Path("ray_jobs/configs").glob("*.yaml"):
         if preset.name != Path(PRESET).name:
             assert "repro" not in yaml.safe_load(preset.read_text()), preset

@@ -91,7 +91,7 @@ def zero2_run(ray_local, make_train_cfg, tmp_path_factory, train_model_dir, trai
 
     storage = tmp_path_factory.mktemp("runs-z2")
     cfg = load_config(
-        "ray_jobs/configs/demo_cpu.yaml",
+        "ray_jobs/configs/tiny_cpu.yaml",
         [
             f"run.storage_path={storage}",
             "run.name=z2",
