@@ -20,7 +20,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export LONGCTX_CACHE_DIR ?= $(CURDIR)/.cache/longctx
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-browser demo test lint format bench bench-gpu repro repro-base repro-diagnose cluster-up cluster-down submit cluster-sim clean
+.PHONY: setup setup-browser demo test lint format bench bench-gpu repro repro-toy repro-base repro-diagnose cluster-up cluster-down submit cluster-sim clean
 
 setup: $(STAMP)
 
@@ -58,8 +58,11 @@ repro-base: setup
 repro-diagnose: setup
 	$(PY) -m repro.base.diagnose --config ray_jobs/configs/repro_cpu.yaml $(REPRO_ARGS)
 
-repro: setup
+# The frozen toy reproduction (repro/README.md). make repro runs it too until the real-weights experiment lands.
+repro-toy: setup
 	$(PY) -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml $(REPRO_ARGS)
+
+repro: repro-toy
 
 cluster-up: setup
 	bash cluster/local/up.sh

@@ -64,10 +64,10 @@ def greedy_generate(model, seqs: list[list[int]], budgets: list[int], pad_id: in
     """New token ids for each prompt: greedy and KV-cached, each row cut at its first stop token and at its
     own budget.
 
-    Each prompt is prefilled alone: a left-padded batch would take the masked attention path, which on CPU
-    cost ~2.5x per row at 4k tokens. The rows then decode together: their caches are left-padded into one,
-    and each step is one batched forward of one token per row, where the padding mask is cheap (one query
-    per row). Greedy decoding gives each row what its own `generate` call would; finished rows are fed
+    Each prompt is prefilled alone: a left-padded batch takes the masked attention path, which on CPU costs
+    more per row than one prompt unmasked. The rows then decode together: their caches are left-padded into
+    one, and each step is one batched forward of one token per row, where the padding mask is cheap (one
+    query per row). Greedy decoding gives each row what its own `generate` call would; finished rows are fed
     `pad_id` until the longest budget is spent or every row has stopped.
     """
     import torch
