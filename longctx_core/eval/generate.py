@@ -131,7 +131,12 @@ class ModelWorker:
     """
 
     def __init__(
-        self, model_cfg: dict, spec: dict, quantize: bool | None, cpu_threads: int = 0, dtype: str | None = None
+        self,
+        model_cfg: dict,
+        spec: dict,
+        quantize: bool | None,
+        cpu_threads: int = 0,
+        dtype: str | None = None,
     ) -> None:
         import torch
 
