@@ -20,7 +20,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export LONGCTX_CACHE_DIR ?= $(CURDIR)/.cache/longctx
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-browser demo test lint format bench bench-gpu repro repro-toy repro-base repro-diagnose cluster-up cluster-down submit cluster-sim clean
+.PHONY: setup setup-browser demo test test-e2e test-slow lint format bench bench-gpu repro repro-toy repro-base repro-diagnose cluster-up cluster-down submit cluster-sim clean
 
 setup: $(STAMP)
 
@@ -35,8 +35,17 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 demo: setup
 	$(if $(filter file,$(origin CONFIG)),HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1}) $(PY) -m ray_jobs.pipeline --config $(CONFIG)
 
-test: setup setup-browser
+# The fast suite (no -m e2e/slow/gpu): what a developer runs before every commit.
+test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Whole pipelines, real heads and simulated clusters (the dashboard screenshots need Chromium). CI runs it
+# after make test.
+test-e2e: setup setup-browser
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+test-slow: setup setup-browser
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -70,6 +70,20 @@ BENCHMARKS = {
         ["--steps", "3", "--pairs", "1", "--first", "0", "--set", *TOYBASE_SMOKE],
     ),
     "eval": ("bench.bench_eval", ["--smoke", "--lengths", "448", "--questions", "2", "--new-tokens", "8"]),
+    "demo": (
+        "bench.bench_demo",
+        [
+            "--set",
+            "model.name_or_path=tiny",
+            "model.quantization.load_in_4bit=false",
+            "data.num_samples=8",
+            "train.max_steps=2",
+            "eval.qa.lengths=[448]",
+            "eval.qa.num_questions=2",
+            "eval.qa.pool_records=200",
+            "data.source.builtin.num_records=200",
+        ],
+    ),
     "loss_memory": (
         "bench.bench_loss_memory",
         ["--lengths", "512", "2048", "--vocab", "16384", "--hidden", "32", "--chunk-size", "128"],

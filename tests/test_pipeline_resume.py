@@ -15,6 +15,8 @@ import pytest
 
 from longctx_core.metrics import read_jsonl
 
+pytestmark = pytest.mark.e2e  # a whole pipeline: make test-e2e (CI runs it after make test)
+
 SMOKE = [
     "data.num_samples=12",
     "data.target_tokens={min: 600, max: 1000}",

@@ -59,6 +59,7 @@ def _kill(pids) -> None:
 
 
 @pytest.mark.timeout(480)
+@pytest.mark.e2e
 def test_a_stage_local_runtime_listens_on_loopback_only(tmp_path, tiny_model_dir):
     # tiny_model_dir: the tiny checkpoint is built (once, cached) before the stage, not inside it
     headctl = _headctl()

@@ -109,7 +109,7 @@ def resolve_models(cfg: Config, run_root: Path) -> list[ModelSpec]:
 def eval_dtype(requested: str | None, model_dtype: str) -> str:
     """The dtype an evaluation actor loads unquantised weights in: `requested` (eval.dtype), `model_dtype`
     when unset; "auto" is bfloat16 where this process's device multiplies bf16 natively (a bf16 GPU, a CPU
-    with AVX512-BF16 or AMX: twice fp32's prefill speed on a 2-core Zen 4), else float32."""
+    with AVX512-BF16 or AMX), else float32."""
     import torch
 
     if requested is None:

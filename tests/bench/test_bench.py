@@ -58,6 +58,7 @@ def test_packing_smoke(results):
     assert all(math.isfinite(x) for x in train["packed"]["losses"] + train["padded"]["losses"])
 
 
+@pytest.mark.e2e
 def test_overhead_smoke(results, ray_local):
     from bench.bench_overhead import main
 

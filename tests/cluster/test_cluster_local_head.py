@@ -101,6 +101,7 @@ def _bystander_code(go_file: Path) -> str:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.e2e
 def test_local_head_token_auth_loopback_only_and_a_real_job(headctl):
     base = Path(tempfile.mkdtemp(prefix="lcx-", dir="/tmp"))  # short: Ray's socket paths live below it
     temp_dir = (base / "ray").resolve()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # a whole pipeline: make test-e2e (CI runs it after make test)
+
 REPO = Path(__file__).resolve().parents[2]
 
 # The demo preset, shrunk to a smoke run: a few samples, steps and questions.

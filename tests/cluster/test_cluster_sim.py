@@ -264,6 +264,7 @@ def test_a_socket_read_before_its_owner_is_filed_by_the_later_reading(tmp_path):
     assert watch.socket_owner(2**22 + 12345) == "?"  # no such process
 
 
+@pytest.mark.e2e
 def test_make_cluster_sim_on_a_clean_clone():
     base = Path(tempfile.mkdtemp(prefix="lcx-simt-", dir="/tmp"))
     clone = _clean_copy(base / "clone")

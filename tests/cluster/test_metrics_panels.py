@@ -103,6 +103,7 @@ class Scraper(threading.Thread):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.e2e
 def test_every_panel_metric_is_exported_by_a_real_run(ray_local, tmp_path, tiny_model_dir):
     import torch
 

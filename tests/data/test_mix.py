@@ -124,6 +124,7 @@ def mixed_runs(ray_local, tmp_path_factory):
     return base / "w1" / "data", base / "w2" / "data"
 
 
+@pytest.mark.e2e
 def test_large_mixture_reaches_its_shares(mixed_runs):
     out, _ = mixed_runs
     stats = json.loads((out / "stats.json").read_text())
@@ -159,6 +160,7 @@ def test_mixture_parquet_identical_with_one_and_two_workers(mixed_runs):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.e2e
 def test_training_on_the_mixture_logs_loss_per_source(mixed_runs):
     """The train stage on Ray Train over the mixture just written: every logged step carries the loss of
     each source, and the label-weighted mean of those is the step's loss (the identity holds exactly per

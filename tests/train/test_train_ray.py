@@ -289,6 +289,7 @@ def test_zero2_checkpoints_hold_engine_adapter_and_data_position(zero2_run):
 # ---- ZeRO-3, 4-bit, a worker killed mid-run ----------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_zero3_qlora_adapter_reloads_to_the_trained_engines_logits(zero3_killed_run, zero2_run):
     """Under ZeRO-3 every rank holds a slice of each LoRA matrix; the adapter gathered from them and
     reloaded onto a fresh 4-bit base gives the trained engine's logits on the same batch."""
@@ -313,6 +314,7 @@ def test_zero3_qlora_adapter_reloads_to_the_trained_engines_logits(zero3_killed_
     assert (untuned - trained).abs().max().item() > 1e-3  # the comparison can tell the adapter apart
 
 
+@pytest.mark.e2e
 def test_killed_worker_resumes_from_last_checkpoint(zero3_killed_run):
     run, root = zero3_killed_run, zero3_killed_run["root"]
     assert run["killed"], "the run finished before the worker could be killed"
@@ -349,6 +351,7 @@ def test_killed_worker_resumes_from_last_checkpoint(zero3_killed_run):
         assert len(set(digests)) == len(digests)
 
 
+@pytest.mark.e2e
 def test_killed_worker_was_a_real_process_and_was_replaced(zero3_killed_run):
     root, killed = zero3_killed_run["root"], zero3_killed_run["killed"]
     crumb = json.loads((root / "train" / "workers" / "rank-1.json").read_text())

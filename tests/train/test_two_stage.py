@@ -14,6 +14,8 @@ from test_train_ray import _attempts, _kill_rank_mid_run
 
 from longctx_core.metrics import read_jsonl
 
+pytestmark = pytest.mark.e2e  # a whole pipeline: make test-e2e (CI runs it after make test)
+
 MAX_STEPS = 8
 CHECKPOINT_EVERY = 3
 
