@@ -148,6 +148,7 @@ def test_large_mixture_reaches_its_shares(mixed_runs):
     assert max(sg_ids) >= len(sg_ids)
 
 
+@pytest.mark.e2e
 def test_mixture_parquet_identical_with_one_and_two_workers(mixed_runs):
     one, two = mixed_runs
     names = sorted(p.name for p in (one / "train").glob("*.parquet"))

@@ -69,6 +69,9 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 # ---- the converted folder is the GGUF model ----------------------------------------------------------------
 
 
+# the real file's reference load (~45 s of dequantising) runs with the e2e tests; the tiny GGUF below
+# checks the same equality in the fast suite
+@pytest.mark.e2e
 def test_converted_logits_equal_the_gguf_models_exactly(from_gguf, from_folder):
     """Same float32 weights, same kernels, same input: bitwise-equal logits (max |diff| 0)."""
     (reference, tokenizer), (model, _) = from_gguf, from_folder
@@ -80,6 +83,9 @@ def test_converted_logits_equal_the_gguf_models_exactly(from_gguf, from_folder):
     assert (got - want).abs().max().item() == 0.0
 
 
+# the real file's reference load (~45 s of dequantising) runs with the e2e tests; the tiny GGUF below
+# checks the same equality in the fast suite
+@pytest.mark.e2e
 def test_tokenizer_and_chat_template_round_trip(from_gguf, from_folder, smol_dir):
     (_, want), (_, got) = from_gguf, from_folder
     assert got.chat_template == want.chat_template
@@ -278,6 +284,24 @@ def tiny_gguf(tmp_path_factory) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def test_a_converted_tiny_gguf_computes_what_transformers_gguf_load_does(tiny_gguf, tmp_path):
+    """The conversion on a small file, in the fast suite: the folder's logits equal the GGUF-loaded model's
+    exactly, its tokenizer encodes alike, and its embeddings stay tied."""
+    folder = ensure_gguf_folder(tiny_gguf, tmp_path / "cache")
+    ref = AutoModelForCausalLM.from_pretrained(
+        tiny_gguf.parent, gguf_file=tiny_gguf.name, dtype=torch.float32
+    ).eval()
+    got = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 200, 3, 64, 128]])
+    with torch.no_grad():
+        assert torch.equal(ref(input_ids=ids).logits, got(input_ids=ids).logits)
+    assert got.lm_head.weight.data_ptr() == got.model.embed_tokens.weight.data_ptr()
+    want = AutoTokenizer.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name)
+    have = AutoTokenizer.from_pretrained(folder)
+    text = "<|im_start|>user\nhello<|im_end|>\n"
+    assert have(text)["input_ids"] == want(text)["input_ids"]
 
 
 def _siblings(folder: Path) -> list[str]:

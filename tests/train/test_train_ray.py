@@ -189,6 +189,7 @@ def zero3_killed_run(ray_local, make_train_cfg, tmp_path_factory):
 # ---- ZeRO-2, 4-bit QLoRA: the demo preset through the entrypoint -----------------------------------------------
 
 
+@pytest.mark.e2e
 def test_zero2_qlora_trains_and_writes_a_loadable_adapter(zero2_run, train_model_dir):
     import torch
     from peft import PeftModel
@@ -248,6 +249,7 @@ def _trained_tokens(cfg, history: dict[int, dict]) -> dict[int, int]:
     return {step: sum(by_digest[d] for d in r["data_digest"]) for step, r in history.items()}
 
 
+@pytest.mark.e2e
 def test_zero2_metrics_carry_every_figure(zero2_run):
     history = _history(read_jsonl(zero2_run["root"] / "train" / "metrics.jsonl"))
     rows = [history[s] for s in sorted(history)]
@@ -265,6 +267,7 @@ def test_zero2_metrics_carry_every_figure(zero2_run):
     assert all(len(set(r["rng_digest"])) == len(r["rng_digest"]) == 2 for r in rows)
 
 
+@pytest.mark.e2e
 def test_zero2_checkpoints_hold_engine_adapter_and_data_position(zero2_run):
     from longctx_core.train.state import TrainState
 
