@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from longctx_core.config import load_config
-    from longctx_core.modeling import resolve_model_path
+    from longctx_core.model.loading import resolve_model_path
 
     # the model is fetched and converted once, outside the clock (a setup step, like make setup)
     resolve_model_path(load_config(REPO / DEMO, args.set).model)

@@ -52,7 +52,7 @@ def _plain_loop(cfg, prompts) -> tuple[float, dict[str, str]]:
     """(seconds, {prompt id: reply}) of one process loading the model and calling `generate` per prompt."""
     import torch
 
-    from longctx_core.modeling import load_model, load_tokenizer
+    from longctx_core.model.loading import load_model, load_tokenizer
 
     t0 = time.perf_counter()
     from longctx_core.eval.models import eval_dtype
@@ -80,7 +80,7 @@ def _stage_path(cfg, spec, prompts) -> tuple[float, dict[str, str]]:
     import ray
 
     from longctx_core.eval.generate import run_prompts
-    from longctx_core.runtime import ensure_ray
+    from longctx_core.infra.runtime import ensure_ray
 
     started = not ray.is_initialized()
     ensure_ray(local=True, include_dashboard=False, log_to_driver=False)

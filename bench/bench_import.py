@@ -4,9 +4,9 @@
 
 Both sides run the same functions over the same generated ShareGPT rows (multi-turn, a few hundred to a
 few thousand tokens each, a few bad rows), with the tiny BPE tokenizer: the import stage
-(`data_gen.import_pipeline.import_source`: parse, normalise roles, validate, tokenise with the chat template,
+(`data_gen.importer.import_source`: parse, normalise roles, validate, tokenise with the chat template,
 write Parquet), then the training stream's tokenise + label mask + first-fit-decreasing packing
-(`longctx_core.packing.TokenizePack` over windows of `train.pack_window` rows). On Ray Data that is the
+(`longctx_core.train.packing.TokenizePack` over windows of `train.pack_window` rows). On Ray Data that is the
 import's read tasks and actor pool, then `packed_dataset` with `train.data_workers` actors; the loop calls
 the same code in this process. Both must give the same Parquet bytes and pack the same samples (the
 packing windows may be cut differently: Ray Data batches the shards its own way).
@@ -74,7 +74,7 @@ def _pack_locally(files: list[Path], tok_path: str, cfg) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from longctx_core.packing import TokenizePack, sample_columns
+    from longctx_core.train.packing import TokenizePack, sample_columns
 
     packer = TokenizePack(tok_path, cfg.train.max_seq_len, True, cfg.train.overlong, cfg.run.seed)
     table = pa.concat_tables([pq.read_table(f, columns=sample_columns([str(f)])) for f in files])
@@ -85,7 +85,7 @@ def _pack_locally(files: list[Path], tok_path: str, cfg) -> list[dict]:
 
 
 def _pack_on_ray(files: list[Path], tok_path: str, cfg, cpus: float) -> list[dict]:
-    from longctx_core.packing import packed_dataset
+    from longctx_core.train.packing import packed_dataset
 
     tcfg = cfg.train.model_copy(update={"shuffle": False})
     ds = packed_dataset([str(f) for f in files], tok_path, tcfg, cfg.run.seed, cpus)
@@ -103,16 +103,16 @@ def main(argv=None) -> dict:
 
     import ray
 
-    from data_gen.import_pipeline import import_source
-    from data_gen.pipeline import load_tokenizer, tokenizer_path
-    from longctx_core.resources import cpus_per_actor
+    from data_gen.importer import import_source
+    from data_gen.tokenizer import chat_tokenizer, tokenizer_path
+    from longctx_core.infra.resources import cpus_per_actor
 
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
         tmp = Path(tmp)
         make_rows(tmp / "src", args.rows, args.files)
         cfg = _config(tmp / "src", args.workers)
         path = tokenizer_path(cfg)
-        tok = load_tokenizer(path)
+        tok = chat_tokenizer(path)
 
         t0 = time.perf_counter()
         loop = import_source(cfg.data.source, "chat", cfg, path, tmp / "loop", tok=tok)

@@ -26,7 +26,7 @@ import time
 
 from bench.common import command_line, print_table, write_result
 from bench.fixtures import demo_config
-from longctx_core.memory import peak_rss_gb
+from longctx_core.train.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 

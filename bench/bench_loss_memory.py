@@ -7,7 +7,7 @@ One row of L tokens with every position labelled (the worst case: in long-contex
 labelled, and the chunked loss then skips the rest), hidden states [L, 896] that require grad, and the LM
 head a frozen fp32 `Linear(896 -> 151,936)` as under (Q)LoRA (Qwen2.5-0.5B's width and embedding rows).
 Forward + backward of the summed loss, two ways:
-- chunked: `longctx_core.losses.chunked_cross_entropy` (fp32 logits for `--chunk-size` rows at a time,
+- chunked: `longctx_core.train.losses.chunked_cross_entropy` (fp32 logits for `--chunk-size` rows at a time,
   recomputed in backward), as the training loop runs it;
 - full logits: `F.cross_entropy(head(h).float(), y)`, what a stock `*ForCausalLM(labels=...)` does.
 
@@ -38,7 +38,7 @@ import os
 import time
 
 from bench.common import command_line, print_table, write_result
-from longctx_core.memory import peak_rss_gb
+from longctx_core.train.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def measure(way: str, length: int, vocab: int, hidden: int, chunk_size: int, thr
     import torch
     import torch.nn.functional as F
 
-    from longctx_core.losses import chunked_cross_entropy
+    from longctx_core.train.losses import chunked_cross_entropy
 
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)

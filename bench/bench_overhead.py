@@ -3,7 +3,7 @@
     python -m bench.bench_overhead [--pairs 5] [--samples 64] [--steps 24] [--warmup 2] [--threads 2]
 
 Both sides train the tiny demo model (4-bit QLoRA, `PackedCausalLM`, AdamW, the LR schedule, clipping) from
-the same seed on the same packed rows (demo samples composed by data_gen, packed by `longctx_core.packing`),
+the same seed on the same packed rows (demo samples composed by data_gen, packed by `longctx_core.train.packing`),
 in the same order, the same number of optimizer steps; the first `--warmup` steps are not timed.
 - Ray side: a `TorchTrainer` with 1 worker running the project's worker phases (`setup_model`: DeepSpeed
   ZeRO-2 engine; `setup_data`: the Ray Data shard; `train_step`), timed around `train_step` only.
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bench.common import command_line, print_table, write_result
 from bench.fixtures import compose_samples, demo_config, plain_train
-from longctx_core.memory import peak_rss_gb
+from longctx_core.train.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _plain_in_child(cfg_dict: dict, rows: list[dict], warmup: int, threads: int) -> dict:
     """Spawned-process entry: collate `rows` one per micro-batch and run `plain_train`; returns its result."""
     from longctx_core.config import config_from_dict
-    from longctx_core.packing import collate_packed
+    from longctx_core.train.packing import collate_packed
 
     cfg = config_from_dict(cfg_dict)
     batches = [collate_packed([r], 0) | {"real": len(r["input_ids"])} for r in rows]
@@ -88,7 +88,7 @@ def ray_train(cfg, rows: list[dict], warmup: int, threads: int, storage: str) ->
     from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from longctx_core.resources import cpus_per_actor
+    from longctx_core.infra.resources import cpus_per_actor
     from longctx_core.train.state import TRAIN_DATASET
 
     sequence = rows[:warmup] + rows
@@ -116,7 +116,7 @@ def ray_train(cfg, rows: list[dict], warmup: int, threads: int, storage: str) ->
 
 def packed_rows(cfg, n_samples: int) -> list[dict]:
     """Demo samples composed with data_gen, packed into rows of `train.max_seq_len`; returns row dicts."""
-    from longctx_core.packing import pack_samples
+    from longctx_core.train.packing import pack_samples
 
     samples, _ = compose_samples(cfg, n_samples)
     return [r.to_dict() for r in pack_samples(samples, cfg.train.max_seq_len, cfg.run.seed)]
@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     import ray
 
-    from longctx_core.runtime import ensure_ray
+    from longctx_core.infra.runtime import ensure_ray
 
     overrides = [f"train.max_seq_len={args.seq_len}", "model.lora.dropout=0.0", "train.num_workers=1"]
     cfg = demo_config(overrides)  # dropout off: both sides must compute the same losses

@@ -2,9 +2,9 @@
 
     python -m bench.bench_packing [--demo-samples 256] [--wide-samples 2000] [--train-samples 64]
 
-1. Efficiency (real tokens / slot tokens) of `longctx_core.packing` on
+1. Efficiency (real tokens / slot tokens) of `longctx_core.train.packing` on
    - the demo's distribution: samples composed by `data_gen` at `ray_jobs/configs/tiny_cpu.yaml`'s data config
-     and tokenised with the chat template (`longctx_core.chat`), rows of `train.max_seq_len` tokens;
+     and tokenised with the chat template (`longctx_core.data.chat`), rows of `train.max_seq_len` tokens;
    - a wide distribution: lengths uniform in [1k, 32k] tokens, rows of 32,768 tokens.
    Both pack per `train.pack_window` window, as the training stream does (`estimate_packing`); baseline: one
    sample per row (what `train.packing=false` gives).
@@ -13,7 +13,7 @@
    go much shorter: a record's documents and question alone take ~200): `--micro-batch` packed rows per
    micro-batch vs `--micro-batch` samples per micro-batch padded to their longest (the same row count and
    row-length cap per step). Three layouts:
-   - packed, `longctx_packed` attention (causal SDPA per sample, no mask: `longctx_core.attention`);
+   - packed, `longctx_packed` attention (causal SDPA per sample, no mask: `longctx_core.model.attention`);
    - packed, `sdpa` with transformers' dense block-diagonal mask (the previous path, reported as a line);
    - padded, `sdpa` (causal kernel, no mask).
    All in this process, interleaved (A B C A B C ..., `--repeats` passes each), each pass from the same
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 def efficiency(lengths: list[int], capacity: int, window: int) -> dict:
     """Packing efficiency of `lengths` in rows of `capacity` (FFD per window, as the training stream packs)
     next to one sample per row; returns {packed, one_per_row, rows, samples, samples_per_row}."""
-    from longctx_core.packing import estimate_packing
+    from longctx_core.train.packing import estimate_packing
 
     est = estimate_packing(lengths, capacity, window)
     return {
@@ -66,7 +66,7 @@ def wide_lengths(n: int, lo: int, hi: int, seed: int) -> list[int]:
 def collate_micro_batches(rows: list[dict], batch: int, pad_id: int) -> list[dict]:
     """Micro-batches of `batch` consecutive rows, each padded to its longest row; returns collated batches
     (+ `real`: the tokens that belong to samples)."""
-    from longctx_core.packing import collate_packed
+    from longctx_core.train.packing import collate_packed
 
     chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
     return [collate_packed(c, pad_id) | {"real": sum(len(r["input_ids"]) for r in c)} for c in chunks]
@@ -74,14 +74,14 @@ def collate_micro_batches(rows: list[dict], batch: int, pad_id: int) -> list[dic
 
 def batches_packed(samples, capacity: int, batch: int, pad_id: int, seed: int) -> list[dict]:
     """Packed rows of `samples` (FFD, seeded row order), `batch` rows per micro-batch; returns the batches."""
-    from longctx_core.packing import pack_samples
+    from longctx_core.train.packing import pack_samples
 
     return collate_micro_batches([r.to_dict() for r in pack_samples(samples, capacity, seed)], batch, pad_id)
 
 
 def batches_padded(samples, batch: int, pad_id: int) -> list[dict]:
     """One sample per row, `batch` rows per micro-batch padded to the longest; returns the batches."""
-    from longctx_core.packing import one_per_row
+    from longctx_core.train.packing import one_per_row
 
     return collate_micro_batches([r.to_dict() for r in one_per_row(samples)], batch, pad_id)
 

@@ -4,7 +4,7 @@
 
 Both sides compose the same planned samples (built-in corpus; `--vocab qwen`, the default: the real Qwen2.5
 vocabulary, so 32k means 32k Qwen tokens; `--vocab bpe`: the tiny kit's BPE) with the same
-function (`data_gen.pipeline.compose_task`), in one run, and must produce identical rows. Reported:
+function (`data_gen.synthesis.compose_task`), in one run, and must produce identical rows. Reported:
 samples/s per core for each (Ray: samples/s divided by the actors' cores), end to end (Ray including
 actor start-up) and steady state (measured inside the actors, from the first composition's start to the
 last one's end: what a long job sees). The two sides run as `--pairs` interleaved pairs, the order
@@ -35,9 +35,9 @@ VOCABS = {"qwen": "real Qwen2.5 tokenizer, 151,643 BPE ranks", "bpe": "tiny BPE 
 
 def _plan(target: int, samples: int, records: int, vocab: str):
     """Tokenizer, driver-side preparation and task list for `samples` samples of `target` tokens."""
-    from data_gen.compose import PositionSpec
-    from data_gen.pipeline import ComposeSettings
+    from data_gen.synthesis import ComposeSettings
     from longctx_core.config import load_config
+    from longctx_core.data.compose import PositionSpec
 
     cfg = load_config(
         None,
@@ -58,8 +58,8 @@ def _plan(target: int, samples: int, records: int, vocab: str):
 def _time_loop(tasks, tok, prep, settings) -> tuple[float, float, list[dict]]:
     """(seconds, median seconds per composition, rows) of the plain loop, from cold token-count caches (as
     each pair's fresh actors start)."""
-    from data_gen.pipeline import compose_locally
-    from data_gen.token_count import forget_pieces
+    from data_gen.synthesis import compose_locally
+    from longctx_core.data.token_count import forget_pieces
 
     forget_pieces()
     t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def _plain_part(args) -> list[tuple[float, float]]:
     start composing together, once every one has its tokenizer (as the actors' steady span assumes)."""
     part, spec, pools, settings = args
     from data_gen.light_tokenizer import LightTokenizer
-    from data_gen.pipeline import compose_locally
+    from data_gen.synthesis import compose_locally
 
     tok = LightTokenizer.from_spec(spec)
     _BARRIER.wait()
@@ -113,7 +113,7 @@ def _time_ray(tasks, tok, prep, settings, workers: int) -> dict:
     sample / an actor's): idle actors and slower compositions (cores shared with Ray's own processes) are
     the two ways it falls short of `workers`. `cores`: the cores each role used over the steady span
     (`bench.cpu_share`): what the actors got, and what the driver and Ray's own processes took."""
-    from data_gen.pipeline import compose_on_ray
+    from data_gen.synthesis import compose_on_ray
 
     t0 = time.time()
     with CpuSampler() as cpu:
@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
 
     import ray
 
-    from longctx_core.runtime import ensure_ray
+    from longctx_core.infra.runtime import ensure_ray
 
     path, tok, prep, tasks, settings = _plan(args.target, args.samples, args.records, args.vocab)
     no_ray = None

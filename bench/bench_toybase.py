@@ -30,7 +30,7 @@ PRESET = "ray_jobs/configs/repro_cpu.yaml"
 
 def setup(seed: int, overrides: list[str]):
     """(config, tokenizer, worlds, initial weights) of the preset's toy base for `seed`."""
-    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from longctx_core.model.tiny import build_tiny_model, train_tokenizer
     from repro.base.model import model_shape, tokenizer_texts
     from repro.base.worlds import base_worlds, heldout_questions
     from repro.config import load_repro_config, seed_config
@@ -50,8 +50,8 @@ def run(
     real and slot tokens of the batches (counted after the timed steps)."""
     import torch
 
-    from longctx_core.attention import resolve_attn_implementation
-    from longctx_core.tiny import build_tiny_model
+    from longctx_core.model.attention import resolve_attn_implementation
+    from longctx_core.model.tiny import build_tiny_model
     from repro.base.feed import RowFeed
     from repro.base.model import model_shape
     from repro.base.step import adamw, weighted_batch

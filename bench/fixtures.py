@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from longctx_core.memory import peak_rss_gb
+from longctx_core.train.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +31,15 @@ def demo_config(overrides: list[str] = ()):
 def plan_tasks(cfg, n: int):
     """data_gen's preparation for `n` training samples at `cfg`'s data config, in this process; returns
     (tokenizer path, tokenizer, prepared records, planned tasks)."""
-    from data_gen.pipeline import (
+    from data_gen.synthesis import (
         base_overheads,
-        load_tokenizer,
         plan_samples,
         prepare_records,
-        tokenizer_path,
     )
+    from data_gen.tokenizer import chat_tokenizer, tokenizer_path
 
     path = tokenizer_path(cfg)
-    tok = load_tokenizer(path)
+    tok = chat_tokenizer(path)
     prep = prepare_records(cfg, tok)
     overhead = base_overheads(tok)
     return path, tok, prep, plan_samples(prep, cfg.data, cfg.run.seed, "train", n, overhead)
@@ -49,10 +48,10 @@ def plan_tasks(cfg, n: int):
 def compose_samples(cfg, n: int) -> tuple[list, str]:
     """Compose `n` training samples with data_gen at `cfg`'s data config (in this process) and tokenise them
     with the chat template; returns ([packing.Sample], tokenizer path). Failed compositions are skipped."""
-    from data_gen.compose import PositionSpec
-    from data_gen.pipeline import ComposeSettings, compose_locally
-    from longctx_core.chat import tokenize_chat
-    from longctx_core.packing import Sample
+    from data_gen.synthesis import ComposeSettings, compose_locally
+    from longctx_core.data.chat import tokenize_chat
+    from longctx_core.data.compose import PositionSpec
+    from longctx_core.train.packing import Sample
 
     path, tok, prep, tasks = plan_tasks(cfg, n)
     settings = ComposeSettings(

@@ -1,11 +1,16 @@
-"""Long-context sample synthesis: QA sources, the composer, answer styles, the built-in corpus, Ray Data.
+"""The data jobs on Ray Data: long QA samples synthesized from a source, chat and raw text imported, mixtures.
 
-builtin    the procedural bilingual world (also trains the tiny tokenizer: `tokenizer_training_texts`)
-sources    one loader per `data.source.kind` -> `QARecord` | `Malformed`
-evidence   the sentence(s) of the gold document(s) that hold the answer
-styles     prompt/answer templates (en, zh) and `split_reply`, their parser
-compose    one long sample from records + a distractor pool (`compose_sample`)
-split      the deterministic train/eval split of questions (`split_of`)
-pipeline   the synthesize stage on Ray Data; outputs: Parquet shards, stats, plots, quarantine
-validate   checks a written sample row (quotes verbatim, answers, positions)
+stage          the synthesize stage (`python -m ray_jobs.synthesize`; entry point `synthesize`)
+synthesis      QA samples composed on Ray Data; outputs: Parquet shards, stats, plots, quarantine
+importer       chat / raw-text sources and mixtures imported into training rows
+chat_import    chat formats (messages, sharegpt, prompt/response) -> messages
+rawtext        raw text cut into pieces for continued pre-training
+mix            shares of a mixture, by training tokens
+tokenizer      the tokenizer samples are counted and rendered with
+light_tokenizer a lighter token counter for the composer's actors
+outputs        shard writers, stats and the quarantine
+validate       checks a written sample row (quotes verbatim, answers, positions)
+
+What the evaluation shares with synthesis (records, sources, the built-in world, composition, answer styles)
+lives in `longctx_core.data`.
 """

@@ -38,8 +38,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from data_gen.sources import BadRow
-from data_gen.text import detect_lang
+from longctx_core.data.sources import BadRow
+from longctx_core.data.text import detect_lang
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ class TokenizerSpec:
 
 
 def spec_of(tokenizer) -> TokenizerSpec:
-    """The spec of a loaded fast tokenizer with a chat template (`data_gen.pipeline.load_tokenizer`)."""
+    """The spec of a loaded fast tokenizer with a chat template (`data_gen.synthesis.load_tokenizer`)."""
     template = tokenizer.chat_template
     if not isinstance(template, str):
         raise ValueError("spec_of: the tokenizer has no single chat template to render with")
@@ -36,7 +36,7 @@ def spec_of(tokenizer) -> TokenizerSpec:
 
 class LightTokenizer:
     """`backend_tokenizer` (a `tokenizers.Tokenizer`) and `apply_chat_template(messages, tokenize=False)`:
-    the part of a `PreTrainedTokenizerFast` that `data_gen.compose` uses."""
+    the part of a `PreTrainedTokenizerFast` that `longctx_core.data.compose` uses."""
 
     def __init__(self, backend, chat_template: str, special_tokens: dict[str, str]) -> None:
         self.backend_tokenizer = backend

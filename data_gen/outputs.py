@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_gen.records import Malformed
-from longctx_core.plotting import pyplot
+from longctx_core.data.records import Malformed
+from longctx_core.infra.plotting import pyplot
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ META_TYPE = pa.struct(
         ("split", _STR),
     ]
 )
-# The Parquet schema of a sample row (column names are a contract, see DESIGN.md).
+# The Parquet schema of a sample row (column names are a contract other tools read).
 SAMPLE_SCHEMA = pa.schema(
     [
         ("id", _STR),

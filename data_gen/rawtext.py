@@ -36,7 +36,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from longctx_core.chat import IGNORE_INDEX
+from longctx_core.data.chat import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from data_gen.records import Document
-from data_gen.styles import (
+from longctx_core.data.records import Document
+from longctx_core.data.styles import (
     ANSWER_STYLES,
     QUOTING_STYLES,
     cited_documents,
@@ -46,7 +46,7 @@ def context_documents(first_user: str, titles: list[str] | None = None) -> list[
 
 
 RULES = {
-    "missing_column": "a contract column (DESIGN.md 'Sample rows') or meta field is absent",
+    "missing_column": "a contract column of the sample row or a meta field is absent",
     "bad_value": "answer_style / lang outside their sets, n_tokens or n_docs not positive",
     "roles": "messages are not system + (user, assistant) per question",
     "question": "a user turn does not hold its question from meta.questions",

@@ -204,3 +204,8 @@ def staged_dir(dest: str | Path, keep_existing: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny checkpoints are cached: $LONGCTX_CACHE_DIR or ~/.cache/longctx."""
+    return Path(os.environ.get("LONGCTX_CACHE_DIR", Path.home() / ".cache" / "longctx")).expanduser()

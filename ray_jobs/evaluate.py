@@ -3,20 +3,12 @@ and (opt-in) LongBench / Lost-in-the-Middle, written to <run>/eval/.
 
 python -m ray_jobs.evaluate --config ray_jobs/configs/demo_cpu.yaml eval.qa.num_questions=4
 ray job submit --working-dir . -- python -m ray_jobs.evaluate --config <preset.yaml>
-The stage itself is `longctx_core.eval.runner`; `longctx_core.cli.run_stage` checks the config, then starts Ray.
+The stage itself is `longctx_core.eval.runner`; `longctx_core.runner.cli.run_stage` checks the config, then starts Ray.
 """
 
-from longctx_core.cli import run_stage
-from longctx_core.stages import call
+from longctx_core.runner.cli import entrypoint
 
-
-def run(cfg) -> dict:
-    return call("evaluate", cfg)
-
-
-def main(argv=None):
-    return run_stage("evaluate", argv)
-
+run, main = entrypoint("evaluate")
 
 if __name__ == "__main__":
     main()

@@ -6,20 +6,12 @@
 
 Stages whose outputs exist (made with the same config) are skipped, so a resubmitted pipeline continues
 where it stopped; `run.force=true` redoes them.
-The stage itself is `longctx_core.pipeline`; `longctx_core.cli.run_stage` checks the config, then starts Ray.
+The stage itself is `longctx_core.runner.chain`; `longctx_core.runner.cli.run_stage` checks the config, then starts Ray.
 """
 
-from longctx_core.cli import run_stage
-from longctx_core.stages import call
+from longctx_core.runner.cli import entrypoint
 
-
-def run(cfg) -> dict:
-    return call("pipeline", cfg)
-
-
-def main(argv=None):
-    return run_stage("pipeline", argv)
-
+run, main = entrypoint("pipeline")
 
 if __name__ == "__main__":
     main()

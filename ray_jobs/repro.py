@@ -5,20 +5,12 @@ paraphrase vs plain twin data, evaluation by gold position with bootstrap interv
     python -m ray_jobs.repro --config ray_jobs/configs/repro_cpu.yaml repro.only_base=true   (make repro-base)
 
 Writes <run>/report.md, repro.json, plots/ and one run folder per arm under <run>/arms/ (see `repro`).
-The stage itself is `repro.run`; `longctx_core.cli.run_stage` checks the config, then starts Ray.
+The stage itself is `repro.run`; `longctx_core.runner.cli.run_stage` checks the config, then starts Ray.
 """
 
-from longctx_core.cli import run_stage
-from longctx_core.stages import call
+from longctx_core.runner.cli import entrypoint
 
-
-def run(cfg) -> dict:
-    return call("repro", cfg)
-
-
-def main(argv=None):
-    return run_stage("repro", argv)
-
+run, main = entrypoint("repro")
 
 if __name__ == "__main__":
     main()

@@ -4,20 +4,12 @@
     ray job submit --working-dir . -- python -m ray_jobs.synthesize --config <preset.yaml>
 
 Writes <run>/data/: train/*.parquet, eval/*.parquet, stats.json, plots/*.png, quarantine/rows.jsonl.
-The stage itself is `data_gen.stage`; `longctx_core.cli.run_stage` checks the config, then starts Ray.
+The stage itself is `data_gen.stage`; `longctx_core.runner.cli.run_stage` checks the config, then starts Ray.
 """
 
-from longctx_core.cli import run_stage
-from longctx_core.stages import call
+from longctx_core.runner.cli import entrypoint
 
-
-def run(cfg) -> dict:
-    return call("synthesize", cfg)
-
-
-def main(argv=None):
-    return run_stage("synthesize", argv)
-
+run, main = entrypoint("synthesize")
 
 if __name__ == "__main__":
     main()

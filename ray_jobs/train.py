@@ -6,20 +6,12 @@
 Reads <run>/data/train/*.parquet (or train.data_path); writes <run>/train/: metrics.jsonl, adapter/ (a PEFT
 folder), and the resumable checkpoints under ray/ (train.storage_path). A resubmitted run continues from
 its last checkpoint; run.force=true starts over.
-The stage itself is `longctx_core.train.driver`; `longctx_core.cli.run_stage` checks the config, then starts Ray.
+The stage itself is `longctx_core.train.driver`; `longctx_core.runner.cli.run_stage` checks the config, then starts Ray.
 """
 
-from longctx_core.cli import run_stage
-from longctx_core.stages import call
+from longctx_core.runner.cli import entrypoint
 
-
-def run(cfg) -> dict:
-    return call("train", cfg)
-
-
-def main(argv=None):
-    return run_stage("train", argv)
-
+run, main = entrypoint("train")
 
 if __name__ == "__main__":
     main()

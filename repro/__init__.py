@@ -9,7 +9,6 @@ the middle" after a RoPE extension? — with uncertainty. An experiment built on
     run.py           the whole reproduction: base, arms of every seed, report
     analysis.py      accuracy by gold position with bootstrap intervals over questions
     report.py        report.md, repro.json and the plot
-    recall_probe.py  can the base's shape learn key-value lookup, at what learning rate (a two-minute probe)
 
     <run>/                                   (run.storage_path/run.name)
       arms/toybase-<hash>/<arm>-s<seed>/    synthesize + train of one QLoRA arm (a normal run folder)

@@ -1,4 +1,4 @@
-"""The QLoRA arms: per-arm configs for the product's own stages (`longctx_core.stages`), the check that
+"""The QLoRA arms: per-arm configs for the product's own stages (`longctx_core.runner.stages`), the check that
 the evaluation questions stayed held out, and the runs of one seed.
 
 Arms of one seed share `run.seed`, records, targets and steps (`data_gen` draws the answer style from its own
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from longctx_core.config import Config, config_from_dict, run_dir
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 from repro.config import ReproConfig
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def check_held_out(cfg: ReproConfig, seed: int, arm_roots: list[Path]) -> int:
 def _run_once(stage: str, cfg: Config) -> dict:
     """Run the product's `stage` in `cfg`'s run folder unless it already finished with the same config
     (resume); returns the stage's summary."""
-    from longctx_core.pipeline import run_stages, stage_summary
+    from longctx_core.runner.markers import run_stages, stage_summary
 
     root = run_dir(cfg)
     done, _ = run_stages(cfg, root, [stage], label=f"repro {cfg.run.name} ")

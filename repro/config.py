@@ -110,8 +110,8 @@ class ToyBaseConfig(Section):
         ge=0,
         description="Weight of an auxiliary attention loss: the mean over name_read_scope's reads of -log the "
         "attention a head pays where a lookup reads. A pretrained model arrives with heads that look entities "
-        "up; this builds the toy base's in the layers the lookup needs (bases that read the asked name only in "
-        "the last layer never learnt the lookup). 0: off.",
+        "up; this builds the toy base's in the layers the lookup needs (repro/README.md has the runs behind it). "
+        "0: off.",
     )
     name_read_scope: Literal["question", "documents", "lookup"] = Field(
         "question",
@@ -327,7 +327,7 @@ def check_repro_config(cfg: ReproConfig) -> None:
 
 
 def _held_out_count(records, eval_fraction: float, seed: int) -> int:
-    from data_gen.split import split_of
+    from longctx_core.data.split import split_of
 
     return sum(split_of(r.id, eval_fraction, seed) == "eval" for r in records)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from longctx_core.config import run_dir
 from longctx_core.eval.markdown import markdown_table
-from longctx_core.plotting import pyplot
+from longctx_core.infra.plotting import pyplot
 from repro.analysis import MIDDLE, U_GAP, analyse, load_rows, position_columns
 from repro.config import ReproConfig
 

@@ -1,9 +1,9 @@
 """The whole reproduction: the cached toy base, the QLoRA arms of every seed through the project's own
 stages, and the report.
 
-    summary = run_repro(cfg)      # the product's stages run through longctx_core.stages, on a connected Ray
+    summary = run_repro(cfg)      # the product's stages run through longctx_core.runner.stages, on a connected Ray
 
-`check` and `run` are the repro stage of `longctx_core.stages` (`python -m ray_jobs.repro`).
+`check` and `run` are the repro stage of `longctx_core.runner.stages` (`python -m ray_jobs.repro`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def run_repro(cfg: ReproConfig) -> dict:
     `repro.base_per_seed` every seed builds (or reuses) its own base; a seed whose base misses its target
     stops the run before any arm trains, unless `repro.allow_weak_base` (the report then says which) or
     `repro.skip_weak_bases` (its base is taken as built, its seed left out, and the report says why)."""
-    from longctx_core.runs import prepare_run_dir
+    from longctx_core.infra.runs import prepare_run_dir
     from repro.base.cache import base_diagnosis, ensure_toy_base
     from repro.base.checkpoint import read_base_info
     from repro.base.long import ensure_long_base, long_base_config

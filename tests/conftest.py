@@ -32,10 +32,10 @@ def pytest_report_header(config):
 def ray_local():
     """A real local Ray runtime with 2 CPUs (resources in tests are sized fractionally: two actors or trainer
     workers at 1 CPU each leave none for Ray Data's tasks, and the run hangs), bound to 127.0.0.1 like every
-    stage's local runtime (`longctx_core.runtime.ensure_ray`)."""
+    stage's local runtime (`longctx_core.infra.runtime.ensure_ray`)."""
     import ray
 
-    from longctx_core.runtime import ensure_ray
+    from longctx_core.infra.runtime import ensure_ray
 
     ensure_ray(local=True, num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
@@ -54,7 +54,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_config) -> Path:
     """The default tiny Qwen2 checkpoint (tokenizer trained on the built-in corpus), built once and cached."""
-    from longctx_core.tiny import ensure_tiny_checkpoint
+    from longctx_core.model.tiny import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint(tiny_config)
 

@@ -1,9 +1,9 @@
-"""RunLayout names the run-folder contract of DESIGN.md: every path, golden."""
+"""RunLayout names the run-folder contract: every path, golden."""
 
 from pathlib import Path
 
 from longctx_core.config import load_config
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 
 
 def test_every_contract_path():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from longctx_core.metrics import Metrics, read_jsonl
-from longctx_core.resources import cpus_per_actor
+from longctx_core.infra.metrics import Metrics, read_jsonl
+from longctx_core.infra.resources import cpus_per_actor
 
 
 def test_cpus_per_actor_fits_two_cores():

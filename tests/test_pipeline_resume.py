@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx_core.metrics import read_jsonl
+from longctx_core.infra.metrics import read_jsonl
 
 pytestmark = pytest.mark.e2e  # a whole pipeline: make test-e2e (CI runs it after make test)
 

@@ -1,7 +1,7 @@
 """A stage run without a cluster address starts a Ray runtime that listens on 127.0.0.1 only.
 
 The real entrypoint (`python -m ray_jobs.synthesize` on the CPU demo preset, 8 samples) runs as a subprocess
-with no RAY_ADDRESS, so it starts its own runtime through `longctx_core.runtime.ensure_ray`. While it runs,
+with no RAY_ADDRESS, so it starts its own runtime through `longctx_core.infra.runtime.ensure_ray`. While it runs,
 the test lists, every few tenths of a second, the listening TCP sockets of every process in its tree (the
 driver, the GCS, the raylet, the dashboard and its agents, the runtime-env agent, the Ray Data workers) and
 keeps the union. It fails on any address that is not loopback, and it also fails if it never saw the GCS
@@ -110,7 +110,7 @@ def test_a_driver_joins_a_loopback_cluster_address(ray_local):
     assert node.node_ip_address == "127.0.0.1"
     code = (
         "import ray\n"
-        "from longctx_core.runtime import ensure_ray\n"
+        "from longctx_core.infra.runtime import ensure_ray\n"
         "print('MODE', ensure_ray(), ray.get_runtime_context().get_node_id(), flush=True)\n"
     )
     env = dict(os.environ, RAY_ADDRESS=node.address)
@@ -139,7 +139,7 @@ def test_token_auth_switched_on_after_ray_is_imported(tmp_path):
         "os.environ['RAY_AUTH_MODE'] = 'token'\n"
         f"os.environ['RAY_AUTH_TOKEN_PATH'] = {str(token)!r}\n"
         "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
-        "from longctx_core.runtime import ensure_ray\n"
+        "from longctx_core.infra.runtime import ensure_ray\n"
         "ensure_ray(local=True, num_cpus=1, include_dashboard=False)\n"
         "assert get_authentication_mode() == AuthenticationMode.TOKEN\n"
         "print('TASK', ray.get(ray.remote(lambda: 41 + 1).remote()), flush=True)\n"
@@ -157,7 +157,7 @@ def test_token_auth_switched_on_after_ray_is_imported(tmp_path):
 def test_local_workers_run_at_the_drivers_niceness(ray_local, monkeypatch):
     """Ray starts workers at niceness 15 by default; a local runtime's start at 0 (so they do not yield the
     cores to every other process on the machine). LONGCTX_WORKER_NICENESS changes it; nonsense is refused."""
-    from longctx_core.runtime import worker_niceness
+    from longctx_core.infra.runtime import worker_niceness
 
     @ray_local.remote(num_cpus=0)
     def niceness() -> int:

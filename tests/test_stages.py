@@ -4,18 +4,22 @@ pipeline, the repro and `make submit`, and the runner starts Ray only after a st
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
 
-from longctx_core.stages import STAGES, call, get
+from longctx_core.runner.stages import CORE_STAGES, Stage, all_stages, call, get
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_stage_has_an_entrypoint_and_importable_functions():
-    assert list(STAGES) == ["synthesize", "train", "evaluate", "pipeline", "repro"]
-    for name, stage in STAGES.items():
+    stages = all_stages()
+    # the library's own, then the installed entry points (data_gen's synthesis, the reproduction)
+    assert list(CORE_STAGES) == ["train", "evaluate", "pipeline"]
+    assert sorted(stages) == ["evaluate", "pipeline", "repro", "synthesize", "train"]
+    for name, stage in stages.items():
         assert callable(stage.function("check")) and callable(stage.function("run")), name
         assert isinstance(stage.config_class(), type)
         # ray_jobs/<name>.py is a thin entrypoint over the runner, naming its own stage
@@ -23,11 +27,34 @@ def test_every_stage_has_an_entrypoint_and_importable_functions():
         called = [
             n.args[0].value
             for n in ast.walk(tree)
-            if isinstance(n, ast.Call) and getattr(n.func, "id", "") in ("run_stage", "call")
+            if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "entrypoint"
         ]
-        assert called == [name, name], (name, called)
+        assert called == [name], (name, called)
+        module = importlib.import_module(f"ray_jobs.{name}")
+        assert module.run.__name__ == f"run_{name}" and module.main.__name__ == f"main_{name}"
     with pytest.raises(KeyError, match="no stage 'nope'"):
         get("nope")
+
+
+def test_a_bad_entry_point_is_refused(monkeypatch):
+    """An entry point that is not a `Stage` of its own name fails loudly rather than shadowing a stage."""
+    import importlib.metadata as md
+
+    class FakeEP:
+        name, value = "train", "x:y"
+
+        def load(self):
+            return Stage("synthesize", "a:b", "c:d")
+
+    monkeypatch.setattr(md, "entry_points", lambda group: [FakeEP()])
+    all_stages.cache_clear()
+    try:
+        with pytest.raises(TypeError, match="is not a Stage named 'train'"):
+            all_stages()
+    finally:
+        monkeypatch.undo()
+        all_stages.cache_clear()
+    assert "synthesize" in all_stages()
 
 
 def test_ray_is_initialised_in_the_runner_only():
@@ -44,8 +71,8 @@ def test_ray_is_initialised_in_the_runner_only():
                     calls["ensure_ray"].append(str(path.relative_to(REPO)))
                 if getattr(func, "attr", None) == "init" and getattr(func.value, "id", None) == "ray":
                     calls["ray.init"].append(str(path.relative_to(REPO)))
-    assert calls["ensure_ray"] == ["longctx_core/cli.py"], calls
-    assert set(calls["ray.init"]) == {"longctx_core/runtime.py"}, calls
+    assert calls["ensure_ray"] == ["longctx_core/runner/cli.py"], calls
+    assert set(calls["ray.init"]) == {"longctx_core/infra/runtime.py"}, calls
 
 
 @pytest.mark.parametrize("name", ["synthesize", "train", "evaluate", "pipeline"])
@@ -53,8 +80,8 @@ def test_a_failed_check_exits_2_before_ray_starts(name, tmp_path, monkeypatch, c
     """Each stage's check fails on a source that does not exist (synthesize, pipeline), training data that
     does not exist (train), a fine-tuned model that was never trained (evaluate): one line, exit 2, and the
     runner never reaches `ensure_ray`."""
-    import longctx_core.runtime as runtime
-    from longctx_core.cli import run_stage
+    import longctx_core.infra.runtime as runtime
+    from longctx_core.runner.cli import run_stage
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray must not start before the stage's checks pass")
@@ -93,10 +120,10 @@ def test_pipeline_refuses_qa_evaluation_of_a_chat_source_before_ray(tmp_path, mo
     task off) it passes."""
     import json
 
-    import longctx_core.runtime as runtime
-    from longctx_core.cli import run_stage
+    import longctx_core.infra.runtime as runtime
     from longctx_core.config import load_config
-    from longctx_core.pipeline import check
+    from longctx_core.runner.chain import check
+    from longctx_core.runner.cli import run_stage
 
     monkeypatch.setattr(runtime, "ensure_ray", lambda *a, **k: pytest.fail("Ray started"))
     chat = tmp_path / "chat.jsonl"

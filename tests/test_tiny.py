@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from longctx_core.config import TinyModelConfig
-from longctx_core.tiny import IM_END, IM_START, ensure_tiny_checkpoint, tiny_fingerprint
+from longctx_core.model.chatml import IM_END, IM_START
+from longctx_core.model.tiny import ensure_tiny_checkpoint, tiny_fingerprint
 
 TEXTS = [
     f"Document {i}: Alma Vesk lives in Orlen and works as a cartographer. 林小雨住在青石镇，是一名医生。"

@@ -8,9 +8,9 @@ What runs: a randomly initialised `Qwen2ForCausalLM` with the exact shape of Qwe
 `Qwen2Config` written below), its seven linear projections per layer quantised to 4-bit NF4 with double
 quantisation (bitsandbytes `Linear4bit`, bf16 compute; embeddings, norms and the head stay bf16, as when
 transformers loads a checkpoint in 4-bit), gradient checkpointing (non-reentrant), LoRA r=16 / alpha=64 on
-all seven projections (PEFT), and the project's own training forward (`longctx_core.losses.PackedCausalLM`:
+all seven projections (PEFT), and the project's own training forward (`longctx_core.train.losses.PackedCausalLM`:
 packed rows with `position_ids` and no attention mask, chunked or Liger fused cross-entropy). Rows are
-`--seq-len` tokens packed (first-fit-decreasing, `longctx_core.packing`) from samples of 1k..seq-len tokens;
+`--seq-len` tokens packed (first-fit-decreasing, `longctx_core.train.packing`) from samples of 1k..seq-len tokens;
 the last 10% of each sample is labelled. Attention: `flash_attention_2` (varlen over the packed samples) when
 flash-attn imports, else `sdpa` with a block-diagonal mask, which is recorded in the result's `note`.
 
@@ -163,7 +163,7 @@ def build_model(shape: str, device: str, dtype, attn: str, lora_r: int, lora_alp
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from longctx_core.losses import PackedCausalLM
+    from longctx_core.train.losses import PackedCausalLM
 
     config = Qwen2Config(**SHAPES[shape], use_cache=False, attn_implementation=attn)
     torch.manual_seed(0)
@@ -209,7 +209,7 @@ def packed_rows(seq_len: int, n_rows: int, vocab: int, min_len: int, seed: int) 
     """`n_rows` rows of at most `seq_len` tokens packed from random samples of [min_len, seq_len] tokens
     (FFD, the fullest rows first); each row dict has input_ids, labels (last 10% of each sample),
     position_ids (restarting per sample) and seq_lens."""
-    from longctx_core.packing import PackedRow, Sample, first_fit_decreasing
+    from longctx_core.train.packing import PackedRow, Sample, first_fit_decreasing
 
     rng = random.Random(seed)
     lengths = [rng.randint(min_len, seq_len) for _ in range(max(16, 8 * n_rows))]
@@ -243,7 +243,7 @@ def run_steps(wrapper, params, rows: list[dict], warmup: int, device: str, seq_l
     seq_lens (timed rows), losses, peak_mem_gb (max allocated during the steps, CUDA only)}."""
     import torch
 
-    from longctx_core.packing import collate_packed
+    from longctx_core.train.packing import collate_packed
 
     opt = torch.optim.AdamW(params, lr=2e-5)
     wrapper.train()

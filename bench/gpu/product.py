@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="bench/results/gpu", help="result folder")
     args = parser.parse_args(argv)
     from bench.common import machine_info
-    from longctx_core.layout import RunLayout
+    from longctx_core.infra.layout import RunLayout
 
     run = Path(args.run)
     figures = summarize(RunLayout(run).train.metrics, args.skip)

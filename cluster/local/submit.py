@@ -42,10 +42,10 @@ for _path in (REPO, Path(__file__).resolve().parent):
 
 from headctl import read_state  # noqa: E402
 
-from longctx_core.cli import fail  # noqa: E402
-from longctx_core.cluster_checks import ClusterSpec, check_cluster  # noqa: E402
 from longctx_core.config import ConfigError, load_config  # noqa: E402
-from longctx_core.stages import STAGES  # noqa: E402
+from longctx_core.runner.cli import fail  # noqa: E402
+from longctx_core.runner.cluster_checks import ClusterSpec, check_cluster  # noqa: E402
+from longctx_core.runner.stages import all_stages  # noqa: E402
 
 logger = logging.getLogger("longctx.submit")
 
@@ -120,11 +120,12 @@ def build_submission(
 
     With `cluster` (the node types of a launcher YAML, or of make cluster-sim) the config is also checked
     against it: every resource request fits a node type, and on several nodes the run folder is on a
-    shared mount (longctx_core/cluster_checks.py)."""
-    if stage not in STAGES:
-        raise ConfigError(f"stage '{stage}' is not one of the built stages: {', '.join(STAGES)}")
+    shared mount (longctx_core/runner/cluster_checks.py)."""
+    stages = all_stages()
+    if stage not in stages:
+        raise ConfigError(f"stage '{stage}' is not one of the built stages: {', '.join(stages)}")
     try:
-        cfg = load_config(config, overrides, schema=STAGES[stage].config_class())
+        cfg = load_config(config, overrides, schema=stages[stage].config_class())
     except ConfigError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
     overrides = list(overrides)
@@ -181,7 +182,7 @@ def _ray_cli() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cluster/local/submit.sh", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", help=f"one of {', '.join(STAGES)}")
+    parser.add_argument("stage", help=f"one of {', '.join(all_stages())}")
     parser.add_argument(
         "config", help="YAML preset inside the working dir, e.g. ray_jobs/configs/demo_cpu.yaml"
     )

@@ -49,7 +49,7 @@ fi
 # swaps a loopback --node-ip-address for the LAN address) and its gRPC servers bind to loopback, not 0.0.0.0.
 export LONGCTX_RAY_HEAD="$TEMP_DIR" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # Workers at the niceness of everything else on this machine (Ray's default 15 makes them yield the cores to
-# any other program; see longctx_core/runtime.py). LONGCTX_WORKER_NICENESS changes it.
+# any other program; see longctx_core/infra/runtime.py). LONGCTX_WORKER_NICENESS changes it.
 export RAY_worker_niceness="${LONGCTX_WORKER_NICENESS:-0}"
 START=("$RAY" start --head
   --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --include-dashboard=true

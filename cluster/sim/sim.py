@@ -47,10 +47,10 @@ import watch  # noqa: E402
 from ray.util.state.exception import RayStateApiException  # noqa: E402
 from submit import _ray_cli, build_submission, submit  # noqa: E402
 
-from longctx_core.cli import fail  # noqa: E402
-from longctx_core.cluster_checks import ClusterSpec  # noqa: E402
 from longctx_core.config import ConfigError  # noqa: E402
-from longctx_core.runtime import sync_auth_config  # noqa: E402
+from longctx_core.infra.runtime import sync_auth_config  # noqa: E402
+from longctx_core.runner.cli import fail  # noqa: E402
+from longctx_core.runner.cluster_checks import ClusterSpec  # noqa: E402
 
 logger = logging.getLogger("longctx.cluster_sim")
 
@@ -114,7 +114,7 @@ def job_logs(dashboard: str, token: str, job_id: str) -> str:
 
 
 def run_missing(run_dir: Path) -> list[str]:
-    """The run-folder entries (DESIGN.md's layout) that are absent."""
+    """The run-folder entries (`RunLayout`'s) that are absent."""
     missing = [rel for rel in RUN_FILES if not (run_dir / rel).exists()]
     if "data/train" not in missing and not list((run_dir / "data" / "train").glob("*.parquet")):
         missing.append("data/train/*.parquet")

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from longctx_core.config.base import Section
-from longctx_core.config.data import DataConfig, SourceConfig
+from longctx_core.config.data import DataConfig
 from longctx_core.config.eval import EvalConfig
 from longctx_core.config.model import (
     TINY,
@@ -29,7 +29,7 @@ from longctx_core.config.model import (
     TinyModelConfig,
 )
 from longctx_core.config.run import RunConfig
-from longctx_core.config.sources import PretrainConfig
+from longctx_core.config.sources import PretrainConfig, SourceConfig
 from longctx_core.config.train import TrainConfig
 
 __all__ = [

@@ -6,13 +6,11 @@ Section-local checks live in the section's own validators.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from longctx_core.config import Config
+from longctx_core.config.sources import check_objectives
 
 
-def cross_section_checks(cfg: Config) -> None:
+def cross_section_checks(cfg) -> None:
+    """`cfg`: the whole `Config`, once each section has validated itself."""
     hi = cfg.data.target_bounds()[1]
     # Imported chat/text rows have no target length (overlong ones follow train.overlong).
     if hi > cfg.train.max_seq_len and cfg.data.source.kind not in ("chat", "text"):
@@ -26,6 +24,4 @@ def cross_section_checks(cfg: Config) -> None:
         )
     if cfg.model.attn_implementation == "flash_attention_2" and not cfg.train.use_gpu:
         raise ValueError("model.attn_implementation: flash_attention_2 needs train.use_gpu=true")
-    from longctx_core.config.sources import check_objectives
-
     check_objectives(cfg)

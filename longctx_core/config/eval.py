@@ -20,7 +20,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from longctx_core.config.base import Section
-from longctx_core.config.data import SourceConfig
+from longctx_core.config.sources import SourceConfig
 
 # LongBench subsets this project scores (its multi-document QA and retrieval tasks, plus single-doc QA).
 LONGBENCH_SUBSETS = (

@@ -31,7 +31,7 @@ class TinyModelConfig(Section):
     vocab: Literal["bpe", "qwen"] = Field(
         "bpe",
         description="Tokenizer of the tiny model. bpe: trained locally on the built-in corpus (vocab_size "
-        "tokens). qwen: the real Qwen2.5 vocabulary (longctx_core.qwen_vocab) with a Qwen2.5-0.5B shape "
+        "tokens). qwen: the real Qwen2.5 vocabulary (longctx_core.model.qwen_vocab) with a Qwen2.5-0.5B shape "
         "(hidden 896, 14/2 heads, 151,936 embedding rows) cut to num_hidden_layers; shape fields set "
         "explicitly still win.",
     )
@@ -223,7 +223,7 @@ class ModelConfig(Section):
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "longctx_packed"] = Field(
         "auto",
         description="Attention kernel. longctx_packed (= auto): causal SDPA per packed sample, no dense mask, "
-        "plain sdpa whenever a padding mask or cache is involved (longctx_core.attention); sdpa/eager: a "
+        "plain sdpa whenever a padding mask or cache is involved (longctx_core.model.attention); sdpa/eager: a "
         "block-diagonal mask over each packed row; flash_attention_2 (GPU): varlen only with 1 row per micro-batch.",
     )
     gradient_checkpointing: bool = Field(

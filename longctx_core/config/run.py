@@ -19,7 +19,7 @@ class RunConfig(Section):
         description="Absolute folders every node of the cluster mounts at the same path (NFS/EFS/Filestore; "
         "the simulated cluster's runs folder). On a multi-node cluster storage_path must lie under one of "
         "them, under a mount the launcher YAML declares, or be a URI such as s3://... "
-        "(longctx_core/cluster_checks.py, run by submit.py --cluster-yaml and make cluster-sim).",
+        "(longctx_core/runner/cluster_checks.py, run by submit.py --cluster-yaml and make cluster-sim).",
     )
     seed: int = Field(0, description="Global seed: data synthesis, shuffling, LoRA init.")
     log_level: str = Field("INFO", description="Python logging level for the entrypoints.")

@@ -10,20 +10,19 @@ optional continued pre-training stage that runs before SFT.
       enabled: true
       source: {kind: text, path: corpus/}
 
-`data.py` holds `SourceConfig` itself; the classes here are what it and the top-level config add.
+`SourceConfig` (where samples come from) and what holds one: `data.mix` entries and `pretrain`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from longctx_core.config.base import Section
 
-if TYPE_CHECKING:
-    from longctx_core.config.data import SourceConfig
-
+SourceKind = Literal["builtin", "litm", "squad", "hotpotqa", "jsonl", "parquet", "hf", "chat", "text"]
+RECORD_FIELDS = ("id", "question", "answers", "text", "title", "lang", "evidence")
 ChatFormat = Literal["auto", "messages", "sharegpt", "prompt_response"]
 # field_map keys a chat source understands (record field -> column of the user's rows).
 CHAT_FIELDS = ("id", "lang", "messages", "conversations", "prompt", "query", "response", "system")
@@ -65,6 +64,89 @@ def check_field_map(kind: str, field_map: dict[str, str], record_fields: tuple[s
     if kind == "chat" and ("prompt" in field_map) != ("response" in field_map):
         missing = "response" if "prompt" in field_map else "prompt"
         raise ValueError(f"{missing}: prompt/response rows need both 'prompt' and 'response' mapped")
+
+
+class BuiltinWorldConfig(Section):
+    num_records: int = Field(
+        2000,
+        ge=2,
+        description="Entities (= documents = questions) to generate; they also form the distractor pool.",
+    )
+    zh_fraction: float = Field(
+        0.5, ge=0, le=1, description="Share of Chinese entities (the rest are English)."
+    )
+    facts_per_doc: tuple[int, int] = Field((6, 9), description="[min, max] fact sentences per document.")
+    filler_per_doc: tuple[int, int] = Field(
+        (4, 8), description="[min, max] neutral sentences per document (lengthen documents, hold no answers)."
+    )
+    name_syllables: tuple[int, int] = Field(
+        (2, 3),
+        description="[min, max] syllables per English name word; [1, 1] gives short, often single-token names.",
+    )
+    full_names: bool = Field(True, description="People get a given and a family name; false = one word.")
+    kinds: list[Literal["person", "city", "organisation", "product"]] = Field(
+        default_factory=lambda: ["person", "city", "organisation", "product"],
+        description="Entity kinds in the world.",
+    )
+    facts: list[str] = Field(
+        default_factory=list,
+        description="Fact keys documents may hold (e.g. [colour, pet, instrument]); empty = every fact of a kind. "
+        "A closed set of value types, several per document, makes neighbouring documents share the asked "
+        "attribute, so the answer needs the entity's name, not just the attribute type.",
+    )
+
+    @model_validator(mode="after")
+    def _world(self) -> BuiltinWorldConfig:
+        from longctx_core.data.builtin import WorldSpec
+
+        WorldSpec.from_config(self)  # the world's own rules (ranges, kinds, facts); ValueError names the key
+        return self
+
+
+class SourceConfig(Section):
+    kind: SourceKind = Field(
+        "builtin",
+        description="Where samples come from: a QA source composed into long samples (builtin, litm, squad, "
+        "hotpotqa, jsonl, parquet, hf), chat data imported as it is (chat), or raw text cut into pieces for "
+        "continued pre-training (text).",
+    )
+    path: Optional[str] = Field(
+        None,
+        description="File/folder (jsonl, jsonl.gz, json, parquet) or, for kind=hf, a dataset name or local path.",
+    )
+    name: Optional[str] = Field(None, description="kind=hf: dataset config name (e.g. 'plain_text').")
+    split: str = Field("train", description="kind=hf: which split to read.")
+    field_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="kind=jsonl/parquet/hf: record field -> column, e.g. {question: q, answers: ans, text: passage}."
+        f" Fields: {', '.join(RECORD_FIELDS)}; unmapped fields use their own name as the column.",
+    )
+    lang: Optional[Literal["en", "zh"]] = Field(
+        None, description="Language of the source; unset = detect per record."
+    )
+    limit: Optional[int] = Field(None, ge=1, description="Read at most this many records (smoke runs).")
+    builtin: BuiltinWorldConfig = Field(
+        default_factory=BuiltinWorldConfig, description="kind=builtin: shape of the synthetic world."
+    )
+    format: ChatFormat = Field(
+        "auto",
+        description="kind=chat: messages (OpenAI role/content), sharegpt (from/value), prompt_response "
+        "(columns named by field_map), or auto (sniffed from the first rows; the choice is logged).",
+    )
+    text: TextSourceConfig = Field(
+        default_factory=TextSourceConfig, description="kind=text: documents and how pieces are cut."
+    )
+
+    @field_validator("field_map")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.data.get("kind") in ("chat", "text"):
+            check_field_map(info.data["kind"], v, RECORD_FIELDS)
+            return v
+        for key in v:
+            if key not in RECORD_FIELDS:
+                raise ValueError(f"{key}: unknown record field (expected one of {', '.join(RECORD_FIELDS)})")
+        return v
 
 
 class MixEntry(Section):

@@ -1,14 +1,14 @@
 """Evaluation contexts for "accuracy by gold position x context length": held-out questions only, the gold
 document at exactly the requested position, the length on target, and a loud failure on any leak.
 
-For each held-out question q, length L and position p, `data_gen.compose.compose_sample` builds the same
+For each held-out question q, length L and position p, `longctx_core.data.compose.compose_sample` builds the same
 kind of sample training saw (system, user = numbered documents + question, assistant = reference answer)
 with the gold document at round(p * (n_docs - 1)); the prompt is the sample without its assistant turn.
 The composer's seed depends on (q, L) only, so across positions of one (q, L) the distractors are the same
 documents and only the gold document moves. L counts the whole composed sample (the reference answer
 included), as in training: the prompt itself is shorter by the answer's few dozen tokens.
 
-Held-out means `data_gen.split.split_of(record.id, data.eval_fraction, run.seed) == "eval"`, the split
+Held-out means `longctx_core.data.split.split_of(record.id, data.eval_fraction, run.seed) == "eval"`, the split
 synthesis uses; on top of that, every question of `<run>/data/train/*.parquet` (from `meta.questions` and
 from the user turns) is collected and an overlap raises `LongctxError` before any model runs.
 """
@@ -20,11 +20,11 @@ import logging
 import re
 from pathlib import Path
 
-from data_gen.records import QARecord
-from data_gen.seeding import derive_seed
+from longctx_core.data.records import QARecord
+from longctx_core.data.seeding import derive_seed
 from longctx_core.errors import LongctxError
 from longctx_core.eval.prompts import Prompt, chat_ids
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +85,9 @@ def check_no_leak(records: list[QARecord], train_questions: set[str] | None, whe
 def held_out_records(source_cfg, seed: int, eval_fraction: float, n: int, pool_records: int):
     """(every held-out QA record, distractor documents with their languages) among the first `pool_records`
     records of the source. Raises LongctxError when fewer than `n` are held out."""
-    from data_gen.records import Malformed
-    from data_gen.sources import iter_records
-    from data_gen.split import split_of
+    from longctx_core.data.records import Malformed
+    from longctx_core.data.sources import iter_records
+    from longctx_core.data.split import split_of
 
     if eval_fraction <= 0:
         raise LongctxError("data.eval_fraction: is 0, so no question is held out for eval.qa")
@@ -113,7 +113,7 @@ def held_out_records(source_cfg, seed: int, eval_fraction: float, n: int, pool_r
 
 
 def split_documents(user_text: str, n_docs: int, lang: str) -> list[tuple[str, str]]:
-    """(title, text) of the numbered documents in a first user turn rendered by `data_gen.styles`,
+    """(title, text) of the numbered documents in a first user turn rendered by `longctx_core.data.styles`,
     found header by header in order (1..n_docs), so a document's own text cannot fake a boundary."""
     head = (lambda k: f"Document [{k}] (Title: ") if lang == "en" else (lambda k: f"文档[{k}]（标题：")
     close = ") " if lang == "en" else "）"
@@ -136,7 +136,7 @@ def split_documents(user_text: str, n_docs: int, lang: str) -> list[tuple[str, s
 
 def _compose_grid(tokenizer, pool, rec, lengths, positions, seed: int) -> list:
     """The record's samples at every length x position (same seed per length: only the gold moves)."""
-    from data_gen.compose import compose_sample
+    from longctx_core.data.compose import compose_sample
 
     samples = []
     for length in lengths:
@@ -159,8 +159,8 @@ def _compose_grid(tokenizer, pool, rec, lengths, positions, seed: int) -> list:
 def qa_prompts(tokenizer, records, docs, langs, lengths, positions, seed: int, n: int) -> list[Prompt]:
     """Prompts for the first `n` held-out records that fit every length x position (a record whose gold
     document is too long for the shortest length is skipped); raises LongctxError when fewer than `n` fit."""
-    from data_gen.compose import ComposeError, DocPool
-    from data_gen.evidence import EvidenceError
+    from longctx_core.data.compose import ComposeError, DocPool
+    from longctx_core.data.evidence import EvidenceError
 
     pool = DocPool.build(docs, langs, tokenizer)
     prompts, used, skipped = [], 0, {}

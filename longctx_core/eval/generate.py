@@ -206,7 +206,7 @@ def output_of_row(row: dict) -> dict[str, Any]:
 def actor_resources(num_workers: int, use_gpu: bool) -> dict[str, float]:
     """Per-actor resources: one GPU each on a cluster; on CPU a share that leaves room for Ray Data's own
     read tasks (a whole CPU per actor on a 2-CPU machine hangs the pipeline)."""
-    from longctx_core.resources import cpus_per_actor
+    from longctx_core.infra.resources import cpus_per_actor
 
     if use_gpu:
         return {"num_gpus": 1.0, "num_cpus": 1.0}

@@ -8,7 +8,7 @@ Files, as published in nelson-liu/lost-in-the-middle `qa_data/`:
 
 one JSON object a line: `question`, `answers` (list), `ctxs` (list of `{title, text, isgold, ...}`; the gold
 passage sits at index k of the file name). The prompt is the paper's `qa.prompt` (documents numbered from 1,
-"Document [i](Title: t) text", one per line), or the project's own prompt format (`data_gen.styles`) to
+"Document [i](Title: t) text", one per line), or the project's own prompt format (`longctx_core.data.styles`) to
 measure a model fine-tuned on it. Scores: `best_subspan_em` of the reply's first line (the paper's
 protocol) and of the parsed final answer (the project's paraphrase replies quote first).
 """
@@ -21,7 +21,7 @@ import logging
 import re
 from pathlib import Path
 
-from data_gen.records import Document
+from longctx_core.data.records import Document
 from longctx_core.errors import LongctxError
 from longctx_core.eval.prompts import Prompt, chat_ids
 
@@ -91,7 +91,7 @@ def read_examples(file: Path, gold_index: int, limit: int | None) -> list[dict]:
 
 def litm_prompts(tokenizer, path, num_docs, gold_indices, limit, prompt_style: str = "litm") -> list[Prompt]:
     """One prompt per example of every selected file; `cell` = {num_docs, gold_index}."""
-    from data_gen import styles
+    from longctx_core.data import styles
 
     prompts = []
     for n_docs, gold_index, file in find_files(path, num_docs, gold_indices):

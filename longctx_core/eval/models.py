@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 from longctx_core.config import Config, ModelConfig
 from longctx_core.errors import LongctxError, error_line
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def _adapter_limit(model_cfg: ModelConfig, adapter_dir: Path, base_limit: int, k
         raise LongctxError(f"{key}: cannot read the adapter in {adapter_dir}: {error_line(exc)}") from None
     if not _has_weights(adapter_dir):
         raise LongctxError(f"{key}: {adapter_dir} has no adapter weights (adapter_model.safetensors)")
-    from longctx_core.modeling import BASE_CONFIG_NAME
-    from longctx_core.rope import max_context
+    from longctx_core.model.loading import BASE_CONFIG_NAME
+    from longctx_core.model.rope import max_context
 
     record = adapter_dir / BASE_CONFIG_NAME
     if model_cfg.rope.type == "none" and record.is_file():
@@ -67,7 +67,7 @@ def _merged_limit(folder: Path, key: str) -> int:
     """Check a full model folder (config + weights); returns its context from its own config."""
     from transformers import AutoConfig
 
-    from longctx_core.rope import max_context
+    from longctx_core.model.rope import max_context
 
     if not folder.is_dir():
         raise LongctxError(f"{key}: merged model folder {folder} does not exist")
@@ -83,8 +83,8 @@ def _merged_limit(folder: Path, key: str) -> int:
 def resolve_models(cfg: Config, run_root: Path) -> list[ModelSpec]:
     """Every `eval.models` entry with its folder and scaled context; raises LongctxError naming the key of
     the first model that cannot load (missing folder, not an adapter, no weights, unreadable config)."""
-    from longctx_core.modeling import check_model_config
-    from longctx_core.rope import max_context
+    from longctx_core.model.loading import check_model_config
+    from longctx_core.model.rope import max_context
 
     base_limit = max_context(check_model_config(cfg.model))
     specs = []
@@ -126,7 +126,7 @@ def load_for_eval(model_cfg: ModelConfig, spec: ModelSpec, quantize: bool | None
     unquantised weights in `eval_dtype(dtype, model.torch_dtype)`."""
     import torch
 
-    from longctx_core import modeling
+    from longctx_core.model import loading as modeling
 
     model_cfg = model_cfg.model_copy(update={"torch_dtype": eval_dtype(dtype, model_cfg.torch_dtype)})
 

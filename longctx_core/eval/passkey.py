@@ -22,7 +22,7 @@ import logging
 import re
 from pathlib import Path
 
-from data_gen.seeding import rng_for
+from longctx_core.data.seeding import rng_for
 from longctx_core.errors import LongctxError
 from longctx_core.eval.prompts import Prompt, chat_ids
 

@@ -45,7 +45,7 @@ def read_long_text(path: str | None, seed: int, min_chars: int) -> str:
     """The text windows are cut from: the file(s) at `path`, or built-in documents joined by blank lines
     (as many as it takes to reach `min_chars`)."""
     if path is None:
-        from data_gen.builtin import iter_builtin_records
+        from longctx_core.data.builtin import iter_builtin_records
 
         parts, total, seen = [], 0, set()
         for rec in iter_builtin_records(1_000_000, seed=seed):

@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from longctx_core.plotting import pyplot
+from longctx_core.infra.plotting import pyplot
 
 logger = logging.getLogger(__name__)
 

@@ -270,7 +270,7 @@ def write_outputs(out_dir: Path, records: list[dict], metrics: dict) -> dict[str
     report = render_report(metrics, {k: p.relative_to(out_dir) for k, p in made.items()})
     adapters = [m["path"] for m in metrics.get("models", []) if m.get("kind") == "adapter" and m.get("path")]
     if adapters:
-        from longctx_core.modeling import usage_markdown
+        from longctx_core.model.finetuned import usage_markdown
 
         report = report.rstrip("\n") + "\n\n" + "\n".join(usage_markdown(adapters[0])) + "\n"
     (out_dir / "report.md").write_text(report)

@@ -21,8 +21,8 @@ from longctx_core.config import Config
 from longctx_core.errors import LongctxError
 from longctx_core.eval.models import ModelSpec, resolve_models
 from longctx_core.eval.prompts import Prompt, check_window
-from longctx_core.layout import RunLayout
-from longctx_core.metrics import Metrics
+from longctx_core.infra.layout import RunLayout
+from longctx_core.infra.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def _qa(cfg: Config, root: Path, tokenizer, lengths: list[int]) -> list[Prompt]:
 
 def build_prompts(cfg: Config, root: Path, tokenizer, specs: list[ModelSpec]) -> list[Prompt]:
     """Every enabled task's prompts, checked against the smallest scaled context among the models."""
-    from longctx_core.modeling import check_model_config
-    from longctx_core.rope import original_context
+    from longctx_core.model.loading import check_model_config
+    from longctx_core.model.rope import original_context
 
     ev, seed = cfg.eval, cfg.run.seed + cfg.eval.seed
     limit = min(s.limit for s in specs)
@@ -173,7 +173,7 @@ def headline_lines(metrics: dict) -> list[str]:
 def check(cfg: Config) -> tuple[list[ModelSpec], list[Prompt]]:
     """Everything before Ray: the models resolve and load their configs, every task's prompts build and fit
     every model's window, no evaluation question was trained on; returns (model specs, prompts)."""
-    from longctx_core.modeling import load_tokenizer
+    from longctx_core.model.loading import load_tokenizer
 
     check_qa_source(cfg)
     root = RunLayout.of(cfg).root
@@ -187,7 +187,7 @@ def run(cfg: Config, checked: tuple[list[ModelSpec], list[Prompt]] | None = None
     from longctx_core.eval.generate import run_prompts
     from longctx_core.eval.report import score_run, write_outputs
     from longctx_core.eval.scoring import zh_tokenizer
-    from longctx_core.runs import prepare_run_dir
+    from longctx_core.infra.runs import prepare_run_dir
 
     specs, prompts = checked or check(cfg)
     out = RunLayout(prepare_run_dir(cfg, "evaluate")).eval

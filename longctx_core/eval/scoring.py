@@ -24,7 +24,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-from data_gen.styles import split_reply
+from longctx_core.data.styles import split_reply
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def first_line(reply: str) -> str:
 
 def final_answer(reply: str, lang: str = "en") -> str:
     """The answer part of a reply: after the last "answer is:" / "答案是：" marker (paraphrase, quote and
-    plain styles), else the reply minus its quote lines (see `data_gen.styles.split_reply`)."""
+    plain styles), else the reply minus its quote lines (see `longctx_core.data.styles.split_reply`)."""
     return split_reply(reply, lang)[1]
 
 

@@ -6,7 +6,7 @@
 
 Tested, by transformers `model_type`: qwen2 (Qwen2, Qwen2.5), qwen2_moe, qwen3, qwen3_moe, and the Llama
 architecture: llama (Llama 3.x, SmolLM2) and mistral. The transformers 5 code of every one of them reads
-`config.rope_parameters`, so `longctx_core.rope` extends their context without remote code.
+`config.rope_parameters`, so `longctx_core.model.rope` extends their context without remote code.
 
 MoE layers: transformers 5 keeps the routed experts of qwen2_moe / qwen3_moe fused, as 3-D parameters
 `mlp.experts.gate_up_proj` and `mlp.experts.down_proj` rather than one `nn.Linear` per expert, so

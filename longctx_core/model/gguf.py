@@ -4,7 +4,7 @@
     folder = ensure_gguf_folder("SmolLM2-135M-Instruct.Q4_1.gguf")   # converts the first time, then cached
     AutoModelForCausalLM.from_pretrained(folder)           # plain float32 weights, no gguf package needed
 
-The cache, under `longctx_core.tiny.default_cache_dir()` ($LONGCTX_CACHE_DIR or ~/.cache/longctx):
+The cache, under `longctx_core.fsio.default_cache_dir()` ($LONGCTX_CACHE_DIR or ~/.cache/longctx):
 
     <cache>/gguf/<first 16 hex of the file's sha256>/   config.json (dtype float32), generation_config.json,
                                                         model.safetensors, tokenizer.json, tokenizer_config.json,
@@ -44,7 +44,7 @@ _PARSE_ERRORS = (ValueError, IndexError, OverflowError)
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     """`cache_dir`, else the project's cache folder ($LONGCTX_CACHE_DIR or ~/.cache/longctx)."""
-    from longctx_core.tiny import default_cache_dir
+    from longctx_core.fsio import default_cache_dir
 
     return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 

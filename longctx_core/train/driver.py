@@ -3,7 +3,7 @@
     inputs = check(cfg)                     # before any Ray resource: data files, sample lengths, model
     summary = run(cfg, inputs)              # packed Ray Dataset -> TorchTrainer.fit -> <run>/train/adapter
 
-`check` and `run` are the train stage of `longctx_core.stages` (the runner starts Ray between the two).
+`check` and `run` are the train stage of `longctx_core.runner.stages` (the runner starts Ray between the two).
 
 The workers run `worker.train_loop_per_worker`; the driver never imports that module nor DeepSpeed
 (`_run_worker` imports it on the worker).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from longctx_core.errors import LongctxError
 from longctx_core.fsio import recover, staged_dir
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 from longctx_core.train.state import (
     ADAPTER_DIR,
     RAY_RUN_NAME,
@@ -67,14 +67,14 @@ def prepare_storage(cfg, root: Path) -> tuple[str, int | None]:
 def check_inputs(cfg, root: Path) -> dict:
     """Everything checkable before Ray starts: the data files and their sample lengths, the model config;
     returns {files, data, model_path}. Raises LongctxError naming the key."""
-    from longctx_core.modeling import check_model_config, resolve_model_path
-    from longctx_core.packing import check_sample_lengths, parquet_files
+    from longctx_core.model.loading import check_model_config, resolve_model_path
+    from longctx_core.train.packing import check_sample_lengths, parquet_files
 
     files = parquet_files(data_path(cfg, root))
     stats = check_sample_lengths(files, cfg.train.max_seq_len, cfg.train.overlong)
     check_model_config(cfg.model)
     if cfg.train.init_adapter:
-        from longctx_core.init_adapter import check_init_adapter
+        from longctx_core.train.init_adapter import check_init_adapter
 
         check_init_adapter(cfg.model, cfg.train.init_adapter)
     return {"files": files, "data": stats, "model_path": resolve_model_path(cfg.model)}
@@ -84,7 +84,7 @@ def estimate_total_steps(cfg, data: dict) -> tuple[int, dict | None]:
     """Optimizer steps of the run (for the LR schedule) and the expected packing: `train.max_steps`, else
     epochs x packed rows per rank / accumulation, the rows estimated by packing the recorded `n_tokens`
     (one sample per row without them or without packing). Returns (steps, packing estimate or None)."""
-    from longctx_core.packing import estimate_packing
+    from longctx_core.train.packing import estimate_packing
 
     t = cfg.train
     estimate = None
@@ -150,11 +150,13 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
     `worker.train_loop_per_worker` (tests wrap it to probe the trained engine).
     """
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import DataConfig as RayDataConfig
+    from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
 
-    from longctx_core.packing import packed_dataset
-    from longctx_core.resources import cpus_per_actor
+    from longctx_core.infra.resources import cpus_per_actor
+    from longctx_core.train.packing import packed_dataset
 
     layout = RunLayout(root).train
     inputs = inputs or check_inputs(cfg, root)
@@ -191,7 +193,7 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
             resources_per_worker={"CPU": worker_cpus}
             | ({t.accelerator_resource: 1.0} if t.accelerator_resource != "GPU" else {}),
         ),
-        run_config=RunConfig(
+        run_config=RayRunConfig(
             name=RAY_RUN_NAME,
             storage_path=storage,
             failure_config=FailureConfig(max_failures=t.max_failures),
@@ -200,7 +202,7 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
         datasets={TRAIN_DATASET: ds},
         # Ordered execution makes the split deterministic, so a rank's rows after a restart are the ones
         # its data position counted.
-        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+        dataset_config=RayDataConfig(execution_options=ExecutionOptions(preserve_order=True)),
     )
     logger.info(
         "training on %d worker(s) x %.2f CPU%s, ZeRO-%d, %s; %d samples; %s",
@@ -243,7 +245,7 @@ def check(cfg) -> dict:
 def run(cfg, inputs: dict | None = None) -> dict:
     """The train stage on a connected Ray: prepare the run folder and train; returns the summary (adapter
     path, steps, final loss, ...)."""
-    from longctx_core.runs import prepare_run_dir
+    from longctx_core.infra.runs import prepare_run_dir
 
     summary = train(cfg, prepare_run_dir(cfg, "train"), inputs)
     logger.info("train done: %s", summary)

@@ -48,20 +48,21 @@ def build_engine(cfg, total_steps: int | None, rank: int = 0, use_deepspeed: boo
     """Build the model, LoRA, loss, optimizer and LR schedule of `cfg` for `rank` (schedule over
     `total_steps`; constant after warmup when None), wrapped in a DeepSpeed engine when `use_deepspeed`
     (every rank of a process group must call it then); returns a `TrainEngine`."""
-    from longctx_core.deepspeed_config import (
+    from longctx_core.model.loading import load_model
+    from longctx_core.model.lora import add_lora
+    from longctx_core.train.deepspeed_config import (
         clear_stale_build_locks,
         deepspeed_config,
         uses_deepspeed_optimizer,
     )
-    from longctx_core.losses import PackedCausalLM
-    from longctx_core.modeling import add_lora, load_model
+    from longctx_core.train.losses import PackedCausalLM
 
     t = cfg.train
     torch.manual_seed(cfg.run.seed)  # same LoRA init on every rank
     peft = add_lora(load_model(cfg.model), cfg.model)
     init_digest = None
     if t.init_adapter:  # before DeepSpeed, whose ZeRO-3 would partition the LoRA weights
-        from longctx_core.init_adapter import load_init_adapter
+        from longctx_core.train.init_adapter import load_init_adapter
 
         init_digest = load_init_adapter(peft, t.init_adapter)
     seed_rank(cfg.run.seed, rank)  # from here on: LoRA dropout / NEFTune noise differ by rank

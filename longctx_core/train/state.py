@@ -90,7 +90,7 @@ def fingerprint(cfg) -> str:
     the resubmission knobs such as `train.max_steps`), so the checkpoint marker and the pipeline's stage
     marker agree on what may change between a run and its resubmission. Resuming across a change is
     refused."""
-    from longctx_core.pipeline import stage_fingerprint
+    from longctx_core.config.fingerprint import stage_fingerprint
 
     return stage_fingerprint(cfg, "train")
 

@@ -42,13 +42,14 @@ import torch.distributed as dist
 from longctx_core.config import Config, config_from_dict
 from longctx_core.config.sources import source_names
 from longctx_core.errors import LongctxError
-from longctx_core.layout import RunLayout
-from longctx_core.memory import peak_memory_gb
-from longctx_core.metrics import Metrics
-from longctx_core.modeling import load_tokenizer, save_adapter
-from longctx_core.packing import collate_packed
+from longctx_core.infra.layout import RunLayout
+from longctx_core.infra.metrics import Metrics
+from longctx_core.model.loading import load_tokenizer
+from longctx_core.model.lora import save_adapter
 from longctx_core.train.engine import TrainEngine, build_engine
 from longctx_core.train.flops import attention_flops, flops_per_token, peak_flops
+from longctx_core.train.memory import peak_memory_gb
+from longctx_core.train.packing import collate_packed
 from longctx_core.train.state import (
     ADAPTER_DIR,
     DS_TAG,

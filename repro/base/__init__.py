@@ -20,7 +20,7 @@ A build may take longer than one sitting: it checkpoints (weights, optimizer, st
 `<cache>/toybase-<hash>.partial/` at every validation, a run stops after `time_budget_min`, and the next
 `ensure_toy_base` goes on from the checkpoint until the base reaches `target_accuracy` or `max_steps`.
 
-Data. Samples are composed by `data_gen.compose.compose_sample` — the same layout the synthesize and
+Data. Samples are composed by `longctx_core.data.compose.compose_sample` — the same layout the synthesize and
 evaluate stages use — from worlds of `data.source.builtin` shape (single-token names, 1-2 sentence
 documents) drawn with their own seeds, so one name carries different facts in different worlds and the
 model must look the answer up instead of recalling it. A curriculum grows samples from `min_tokens`

@@ -47,7 +47,7 @@ def base_fingerprint(cfg: ReproConfig) -> str:
 
 def toy_base_dir(cfg: ReproConfig, cache_dir: str | Path | None = None) -> Path:
     """Where the toy base for `cfg` is cached: <cache>/toybase-<fingerprint>/."""
-    from longctx_core.tiny import default_cache_dir
+    from longctx_core.fsio import default_cache_dir
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / f"toybase-{base_fingerprint(cfg)}"

@@ -57,7 +57,7 @@ def load_checkpoint(cfg: ReproConfig, folder: Path):
     (weights + optimizer + state) or a finished below-target base (weights + its summary; no optimizer)."""
     import torch
 
-    from longctx_core.modeling import load_model, load_tokenizer
+    from longctx_core.model.loading import load_model, load_tokenizer
 
     model_cfg = base_model_config(cfg, folder)
     model, tokenizer = load_model(model_cfg, quantize=False), load_tokenizer(model_cfg)

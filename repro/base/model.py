@@ -16,7 +16,7 @@ def tokenizer_texts(cfg: ReproConfig, excluded: set[str] = frozenset()) -> list[
     """Texts the toy BPE learns from: the records of a few training worlds (minus `excluded` questions)
     rendered as one-document prompts with both answer styles, so names, headers and answer markers become
     whole tokens."""
-    from data_gen import styles
+    from longctx_core.data import styles
 
     texts = [styles.SYSTEM_PROMPT["en"]]
     for k in range(min(4, cfg.repro.base.worlds)):  # a few worlds: the BPE needs the words, not every fact

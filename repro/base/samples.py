@@ -10,7 +10,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from data_gen.seeding import rng_for
+from longctx_core.data.seeding import rng_for
 from repro.base.worlds import World
 from repro.config import ToyBaseConfig
 
@@ -39,10 +39,10 @@ def encode_chat(
     prompt_weight: float,
     reads: str | None = None,
 ) -> Row:
-    """(token ids, per-token loss weights) of a chat: the tokens `longctx_core.chat.tokenize_chat` labels
+    """(token ids, per-token loss weights) of a chat: the tokens `longctx_core.data.chat.tokenize_chat` labels
     (assistant replies and their `<|im_end|>`) weigh 1, every other token `prompt_weight`. With `reads`, a
     third element: the chat's `name_reads` of scope `reads`."""
-    from longctx_core.chat import IGNORE_INDEX, tokenize_chat
+    from longctx_core.data.chat import IGNORE_INDEX, tokenize_chat
 
     chat = tokenize_chat(tokenizer, messages)
     weights = [prompt_weight if lab == IGNORE_INDEX else 1.0 for lab in chat.labels]
@@ -128,7 +128,7 @@ def compose_base_sample(
     """One base sample (`LongSample`) of `n_records` questions of `world` at about `target` tokens; `gold`:
     the first gold document's position as a fraction of the document list, or one per gold (None: the
     composer draws them)."""
-    from data_gen.compose import compose_sample
+    from longctx_core.data.compose import compose_sample
 
     rng = rng_for(seed, "records")
     records = rng.sample(world.records, min(n_records, len(world.records)))
@@ -163,7 +163,7 @@ def curriculum_max(b: ToyBaseConfig, step: int) -> int:
 def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) -> list:
     """The `batch_size` samples of `step` (deterministic in (seed, step)); samples the composer rejects are
     redrawn with the next seed."""
-    from data_gen.compose import ComposeError
+    from longctx_core.data.compose import ComposeError
 
     rng = rng_for(b.seed, "toy-base-batch", step)
     styles, weights = zip(*b.answer_styles.items(), strict=True)
@@ -196,7 +196,7 @@ def batch_for_step(worlds: list[World], tokenizer, b: ToyBaseConfig, step: int) 
 @functools.cache
 def value_lists() -> tuple[tuple[str, ...], ...]:
     """The builtin world's closed value sets whose members `shuffle_values` permutes (English forms)."""
-    from data_gen import builtin
+    from longctx_core.data import builtin
 
     sets = (builtin.COLOURS, builtin.PROFESSIONS, builtin.ANIMALS, builtin.INSTRUMENTS, builtin.FOODS,
             builtin.HOBBIES, builtin.MATERIALS)  # fmt: skip

@@ -1,5 +1,5 @@
 """One training step of the toy base: weighted rows -> the library's padded batch, the weighted next-token
-loss, and AdamW on the library's LR schedule. `repro.recall_probe` takes its steps the same way."""
+loss, and AdamW on the library's LR schedule. `bench.bench_recall_probe` takes its steps the same way."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-from longctx_core.chat import IGNORE_INDEX
+from longctx_core.data.chat import IGNORE_INDEX
 from repro.base.samples import Row
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ CLIP_NORM = 1.0
 
 
 def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> dict:
-    """`rows` as the library's padded batch (`longctx_core.packing.collate_packed`: input_ids, labels and
+    """`rows` as the library's padded batch (`longctx_core.train.packing.collate_packed`: input_ids, labels and
     position_ids, no attention mask) plus `weights`, aligned with the tokens like the labels:
 
         rows          [5, 6, 7] weights [.5, .5, 1]     [8, 9] weights [.5, 1]
@@ -32,7 +32,7 @@ def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> 
     holds the rows' attention reads (`repro.base.samples.name_reads`) in batch coordinates, one per line:
     (batch row, from, to, first position of the read's sample, layer, head).
 
-    With `pack_to`, rows are first packed (`longctx_core.packing.first_fit_decreasing`) into rows of at most
+    With `pack_to`, rows are first packed (`longctx_core.train.packing.first_fit_decreasing`) into rows of at most
     that many tokens (or the longest row), positions restarting per sample; each sample's first token gets
     weight 0, so no sample is trained to predict the next one and the loss is the padded batch's:
 
@@ -45,7 +45,7 @@ def weighted_batch(rows: list[Row], pad_id: int, pack_to: int | None = None) -> 
     library's `longctx_packed`, one SDPA call per sample: `bench/bench_toybase.py --packed-attn`)."""
     import torch
 
-    from longctx_core.packing import collate_packed, first_fit_decreasing
+    from longctx_core.train.packing import collate_packed, first_fit_decreasing
 
     groups = [[i] for i in range(len(rows))]
     if pack_to is not None:

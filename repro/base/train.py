@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from longctx_core.tiny import build_tiny_model, train_tokenizer
+from longctx_core.model.tiny import build_tiny_model, train_tokenizer
 from repro.base.checkpoint import load_checkpoint, save_checkpoint
 from repro.base.feed import RowFeed
 from repro.base.model import model_shape, tokenizer_texts
@@ -63,7 +63,7 @@ def setup_model(
     saved without optimizer state)."""
     b = cfg.repro.base
     if resume_from is None and init_from is not None:
-        from longctx_core.modeling import load_model, load_tokenizer
+        from longctx_core.model.loading import load_model, load_tokenizer
 
         model_cfg = cfg.model.model_copy(
             update={"name_or_path": str(init_from), "tokenizer": None, "torch_dtype": "float32"}

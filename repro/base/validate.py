@@ -8,7 +8,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from data_gen.seeding import derive_seed
+from longctx_core.data.seeding import derive_seed
 from repro.base.samples import compose_base_sample, entity_name, gold_fractions, is_name
 from repro.base.worlds import VALIDATION_WORLD, World, base_worlds, heldout_questions
 from repro.config import ReproConfig, ToyBaseConfig
@@ -25,7 +25,7 @@ def validation_prompts(world: World, tokenizer, b: ToyBaseConfig) -> list[dict]:
     (uniform, or Beta(gold_beta, gold_beta): a base taught that evidence sits at the edges is validated on
     the text it was taught on, as a pretrained model is on natural text; `diagnose` reads every position
     evenly). Composed paraphrase-style: the style only changes the (dropped) reference answer."""
-    from data_gen.compose import ComposeError
+    from longctx_core.data.compose import ComposeError
     from longctx_core.eval.contexts import split_documents
     from longctx_core.eval.prompts import chat_ids
     from longctx_core.eval.scoring import normalize_answer
@@ -97,7 +97,7 @@ def question_type(question: str) -> str:
 
 def score_reply(prompt: dict, reply: str) -> tuple[float, bool, bool]:
     """(exact match, the reply cites a document, the first document it cites is the gold one)."""
-    from data_gen.styles import cited_documents
+    from longctx_core.data.styles import cited_documents
     from longctx_core.eval.scoring import answer_em
 
     cited = cited_documents(reply)
@@ -222,7 +222,7 @@ def diagnose_folder(cfg: ReproConfig, folder: str | Path, questions: int = 160) 
     there."""
     import torch
 
-    from longctx_core.modeling import load_model, load_tokenizer
+    from longctx_core.model.loading import load_model, load_tokenizer
     from repro.base.checkpoint import base_model_config
 
     torch.set_num_threads(cfg.repro.base.threads)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from data_gen.records import QARecord
-from data_gen.seeding import derive_seed
+from longctx_core.data.records import QARecord
+from longctx_core.data.seeding import derive_seed
 from longctx_core.eval.contexts import question_key
-from repro.config import ReproConfig
+
+if TYPE_CHECKING:
+    from repro.config import ReproConfig
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +22,7 @@ TRAINING_WORLD = "toy-base-world"
 
 def world_records(cfg: ReproConfig, world_seed: int, n: int | None = None) -> list[QARecord]:
     """The records of the `data.source.builtin`-shaped world for `world_seed` (first `n`, default all)."""
-    from data_gen.sources import iter_records
+    from longctx_core.data.sources import iter_records
 
     source = cfg.data.source
     if n is not None:
@@ -36,7 +39,7 @@ def training_world_records(cfg: ReproConfig, k: int) -> list[QARecord]:
 def heldout_questions(cfg: ReproConfig) -> set[str]:
     """Question keys the evaluation may ask: the eval split of the world of every arm seed (`repro.seeds`,
     as `run.seed`). No base training sample asks any of them."""
-    from data_gen.split import split_of
+    from longctx_core.data.split import split_of
 
     keys: set[str] = set()
     for seed in sorted(set(cfg.repro.seeds) | {cfg.run.seed}):
@@ -52,11 +55,11 @@ class World:
     distractor never shares a name with a gold document)."""
 
     records: list[QARecord]
-    pool: object  # data_gen.compose.DocPool
+    pool: object  # longctx_core.data.compose.DocPool
 
 
 def _world(records: list[QARecord], tokenizer) -> World:
-    from data_gen.compose import DocPool
+    from longctx_core.data.compose import DocPool
 
     docs = list({d: None for r in records for d in r.evidence_docs})
     return World(records, DocPool.build(docs, ["en"] * len(docs), tokenizer))

@@ -19,7 +19,7 @@ from ray.autoscaler._private.providers import _NODE_PROVIDERS
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from longctx_core.config import load_config
-from longctx_core.metrics import _gauge_name
+from longctx_core.infra.metrics import _gauge_name
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx_core.metrics import _gauge_name
+from longctx_core.infra.metrics import _gauge_name
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def _job_code(stop_file: Path) -> str:
     return (
         "import pathlib, time, ray\n"
         "ray.init()\n"
-        "from longctx_core.metrics import Metrics\n"
+        "from longctx_core.infra.metrics import Metrics\n"
         "m = Metrics('train', tags={'run': 'cluster-test'})\n"
         f"stop = pathlib.Path({str(stop_file)!r})\n"
         "end = time.time() + 60\n"

@@ -1,5 +1,5 @@
 """Many nodes on one machine: `make cluster-sim` (cluster/sim/) on a clean copy of the tree, the one-line
-refusals of a config the cluster cannot run (longctx_core/cluster_checks.py through submit.py --cluster-yaml
+refusals of a config the cluster cannot run (longctx_core/runner/cluster_checks.py through submit.py --cluster-yaml
 and the sim), and a node lost mid-training.
 
 The simulated cluster is Ray's fake multi-node provider: every node is a real raylet on this machine, started
@@ -25,9 +25,9 @@ import psutil
 import pytest
 import yaml
 
-from longctx_core.cluster_checks import ClusterSpec, check_cluster, resource_requests
 from longctx_core.config import ConfigError, load_config
-from longctx_core.runtime import sync_auth_config
+from longctx_core.infra.runtime import sync_auth_config
+from longctx_core.runner.cluster_checks import ClusterSpec, check_cluster, resource_requests
 
 REPO = Path(__file__).resolve().parents[2]
 SIM = REPO / "cluster" / "sim"
@@ -363,7 +363,7 @@ def _gpu_pool_raylets(temp_dir: Path) -> list[psutil.Process]:
 def test_a_node_lost_mid_training_is_survived(monkeypatch):
     from submit import _ray_cli, build_submission, submit
 
-    from longctx_core.metrics import read_jsonl
+    from longctx_core.infra.metrics import read_jsonl
 
     base = Path(tempfile.mkdtemp(prefix="lcx-loss-", dir="/tmp"))
     # steps take seconds once training runs: enough of them that the kill lands mid-run
@@ -371,7 +371,7 @@ def test_a_node_lost_mid_training_is_survived(monkeypatch):
     head = fakecluster.start_head(AWS, base / "ray", idle_timeout_s=20, environ=dict(os.environ))
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the State API and `ray job submit` of this head
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(head.token_path))
-    sync_auth_config()  # this process's Ray read the settings at import (longctx_core.runtime)
+    sync_auth_config()  # this process's Ray read the settings at import (longctx_core.infra.runtime)
     job_id = f"lcx-loss-{uuid.uuid4().hex[:6]}"
     try:
         overrides = [

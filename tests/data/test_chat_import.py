@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_gen.chat_import import chat_row, normalise, sniff_format
-from data_gen.sources import BadRow
 from longctx_core.config import ConfigError, load_config
+from longctx_core.data.sources import BadRow
 
 FIX = Path(__file__).parent / "fixtures" / "chat"
 # Short rows: the fixtures' overlong row (~700 tokens) must exceed the training length.
@@ -157,14 +157,14 @@ def test_parquet_folder_and_datasets_path_read_the_same_rows(ray_local, tmp_path
 
 def test_labels_on_assistant_tokens_only_golden(messages_runs, tiny_model_dir):
     """The imported row's labelled tokens are exactly the two replies and their end-of-turn tokens."""
-    from longctx_core.chat import IGNORE_INDEX, labelled_text
-    from longctx_core.packing import TokenizePack
+    from longctx_core.data.chat import IGNORE_INDEX, labelled_text
+    from longctx_core.train.packing import TokenizePack
 
     out, _ = messages_runs
     row = next(r for r in rows_of(out / "train") if r["id"] == "m-good-2")
     packer = TokenizePack(str(tiny_model_dir), 256, packing=True, overlong="error", seed=0)
     sample, _ = packer.tokenize(row["id"], row["messages"])
-    from longctx_core.chat import tokenize_chat
+    from longctx_core.data.chat import tokenize_chat
 
     chat = tokenize_chat(packer.tokenizer, row["messages"])
     assert labelled_text(packer.tokenizer, chat) == ["Seven.<|im_end|>", "Eleven.<|im_end|>"]
@@ -211,10 +211,10 @@ def test_sniffing_skips_bad_lines_and_says_what_it_saw():
 
 
 def test_auto_format_is_logged(caplog, tmp_path):
-    from data_gen.import_pipeline import read_units, resolve_format
+    from data_gen.importer import read_units, resolve_format
 
     cfg = load_config(None, ["data.source.kind=chat", f"data.source.path={FIX / 'sharegpt.jsonl'}"])
-    with caplog.at_level(logging.INFO, logger="data_gen.import_pipeline"):
+    with caplog.at_level(logging.INFO, logger="data_gen.importer"):
         assert resolve_format(cfg.data.source, read_units(cfg.data.source)) == "sharegpt"
     assert "reads as 'sharegpt'" in caplog.text
 

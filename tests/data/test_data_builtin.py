@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from data_gen.builtin import WorldSpec, builtin_records, tokenizer_training_texts
-from data_gen.text import split_sentences
+from longctx_core.data.builtin import WorldSpec, builtin_records, tokenizer_training_texts
+from longctx_core.data.text import split_sentences
 
 
 def test_tokenizer_texts_are_deterministic_bilingual_and_hold_qa_templates():

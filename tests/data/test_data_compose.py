@@ -7,10 +7,17 @@ import re
 
 import pytest
 
-from data_gen.builtin import builtin_records
-from data_gen.compose import ComposeError, DocPool, PositionSpec, compose_sample, place_golds, token_tolerance
-from data_gen.seeding import derive_seed, rng_for
-from data_gen.styles import split_reply
+from longctx_core.data.builtin import builtin_records
+from longctx_core.data.compose import (
+    ComposeError,
+    DocPool,
+    PositionSpec,
+    compose_sample,
+    place_golds,
+    token_tolerance,
+)
+from longctx_core.data.seeding import derive_seed, rng_for
+from longctx_core.data.styles import split_reply
 
 DOC_RE = re.compile(r"(?:Document \[(\d+)\] \(Title: .*?\) |文档\[(\d+)\]（标题：.*?）)")
 
@@ -183,10 +190,10 @@ def test_one_pinned_fraction_per_gold():
 def test_hotpot_two_gold_documents_and_chinese_squad(world, pool, tok):
     from pathlib import Path
 
-    from data_gen.records import Malformed
-    from data_gen.sources import iter_records
     from data_gen.validate import validate_row
     from longctx_core.config import SourceConfig
+    from longctx_core.data.records import Malformed
+    from longctx_core.data.sources import iter_records
 
     fix = Path(__file__).parent / "fixtures"
     hot = [

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from data_gen.compose import (
+from data_gen.validate import context_documents, validate_row
+from longctx_core.data.compose import (
     ComposeError,
     DocPool,
     PositionSpec,
@@ -27,17 +28,16 @@ from data_gen.compose import (
     place_golds,
     token_tolerance,
 )
-from data_gen.evidence import locate_evidence
-from data_gen.records import Document, QARecord
-from data_gen.seeding import rng_for
-from data_gen.styles import (
+from longctx_core.data.evidence import locate_evidence
+from longctx_core.data.records import Document, QARecord
+from longctx_core.data.seeding import rng_for
+from longctx_core.data.styles import (
     ANSWER_STYLES,
     SYSTEM_PROMPT,
     render_answer,
     render_first_user,
     render_followup_user,
 )
-from data_gen.validate import context_documents, validate_row
 
 KINDS = ("uniform", "middle", "fixed")
 EN_WORDS = (

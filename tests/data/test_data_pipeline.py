@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data_gen.split import split_of
-from data_gen.styles import cited_documents
 from data_gen.validate import validate_row
 from longctx_core.config import load_config
+from longctx_core.data.split import split_of
+from longctx_core.data.styles import cited_documents
 from longctx_core.errors import LongctxError
 
 FIX = Path(__file__).parent / "fixtures"
@@ -34,7 +34,7 @@ SMALL = [
 
 def run_synthesize(tmp_path: Path, name: str, *overrides: str, in_process: bool = False) -> Path:
     """The stage on Ray (`ray_jobs.synthesize.run`), or the same library call composing in-process."""
-    from data_gen.pipeline import synthesize
+    from data_gen.synthesis import synthesize
     from ray_jobs.synthesize import run
 
     cfg = load_config(None, [f"run.storage_path={tmp_path}", f"run.name={name}", *overrides])
@@ -205,7 +205,8 @@ def test_litm_fixture_quarantines_bad_rows_and_succeeds(tmp_path):
 
 
 def test_document_longer_than_target_is_quarantined(tiny_model_dir, tmp_path):
-    from data_gen.pipeline import load_tokenizer, prepare_records
+    from data_gen.synthesis import prepare_records
+    from data_gen.tokenizer import chat_tokenizer
 
     long_text = " ".join(f"Sentence number {i} talks about the long river." for i in range(400))
     rows = [
@@ -225,13 +226,13 @@ def test_document_longer_than_target_is_quarantined(tiny_model_dir, tmp_path):
     cfg = load_config(
         None, ["data.source.kind=jsonl", f"data.source.path={path}", "data.target_tokens=[512]"]
     )
-    prep = prepare_records(cfg, load_tokenizer(str(tiny_model_dir)))
+    prep = prepare_records(cfg, chat_tokenizer(str(tiny_model_dir)))
     assert [m.reason for m in prep.quarantine] == ["document_too_long"]
     assert sum(len(v) for v in prep.records.values()) == 3
 
 
 def test_bad_inputs_exit_2_before_ray(monkeypatch, capsys, tmp_path):
-    import longctx_core.runtime as runtime
+    import longctx_core.infra.runtime as runtime
     from ray_jobs.synthesize import main
 
     def no_ray(*args, **kwargs):
@@ -253,25 +254,26 @@ def test_bad_inputs_exit_2_before_ray(monkeypatch, capsys, tmp_path):
 
 
 def test_no_usable_record_is_an_error(tiny_model_dir, tmp_path):
-    from data_gen.pipeline import load_tokenizer, prepare_records
+    from data_gen.synthesis import prepare_records
+    from data_gen.tokenizer import chat_tokenizer
 
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "q"}\n{"nope": 1}\n')
     cfg = load_config(None, ["data.source.kind=jsonl", f"data.source.path={path}"])
     with pytest.raises(LongctxError, match="no usable record among 2 read"):
-        prepare_records(cfg, load_tokenizer(str(tiny_model_dir)))
+        prepare_records(cfg, chat_tokenizer(str(tiny_model_dir)))
 
 
 def test_real_nq_file_builds_valid_samples(shared_nq_file, tiny_model_dir):
     """The Lost-in-the-Middle NQ-open oracle file: records, evidence and valid samples (composed in-process)."""
-    from data_gen.compose import PositionSpec
-    from data_gen.pipeline import (
+    from data_gen.synthesis import (
         ComposeSettings,
         compose_locally,
-        load_tokenizer,
         plan_samples,
         prepare_records,
     )
+    from data_gen.tokenizer import chat_tokenizer
+    from longctx_core.data.compose import PositionSpec
 
     cfg = load_config(
         None,
@@ -283,7 +285,7 @@ def test_real_nq_file_builds_valid_samples(shared_nq_file, tiny_model_dir):
             "data.turns_per_sample=[1, 3]",
         ],
     )
-    tok = load_tokenizer(str(tiny_model_dir))
+    tok = chat_tokenizer(str(tiny_model_dir))
     prep = prepare_records(cfg, tok)
     usable = len(prep.records["train"]) + len(prep.records["eval"])
     assert prep.read == 600 and usable >= 500, Counter(m.reason for m in prep.quarantine)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data_gen.compose import PositionSpec, count_doc_tokens, middle_slots
-from data_gen.records import Malformed
-from data_gen.sources import iter_records
 from data_gen.validate import validate_row
 from longctx_core.config import SourceConfig, load_config
+from longctx_core.data.compose import PositionSpec, count_doc_tokens, middle_slots
+from longctx_core.data.records import Malformed
+from longctx_core.data.sources import iter_records
 from longctx_core.errors import LongctxError
 
 FIX = Path(__file__).parent / "fixtures"
@@ -45,9 +45,9 @@ def rows_of(folder: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tok(tiny_model_dir):
-    from data_gen.pipeline import load_tokenizer
+    from data_gen.tokenizer import chat_tokenizer
 
-    return load_tokenizer(str(tiny_model_dir))
+    return chat_tokenizer(str(tiny_model_dir))
 
 
 def test_long_fixture_has_the_real_data_shape(tok):
@@ -88,7 +88,7 @@ def test_long_passages_on_ray_with_middle_placement(ray_local, tmp_path):
 
 def _planned(tok, n: int = 4):
     """Planned tasks and pools for the small LitM fixture (driver side of the stage, no Ray)."""
-    from data_gen.pipeline import base_overheads, plan_samples, prepare_records
+    from data_gen.synthesis import base_overheads, plan_samples, prepare_records
 
     cfg = load_config(
         None,
@@ -106,7 +106,7 @@ def _planned(tok, n: int = 4):
 
 
 def test_unexpected_error_in_one_sample_is_quarantined(tok):
-    from data_gen.pipeline import ComposeSettings, compose_locally
+    from data_gen.synthesis import ComposeSettings, compose_locally
 
     prep, tasks = _planned(tok)
     tasks[1]["records"][0].pop("question")  # a corrupted task: QARecord.from_dict raises KeyError
@@ -122,7 +122,7 @@ def test_unexpected_error_in_one_sample_is_quarantined(tok):
 
 
 def test_memory_error_is_not_swallowed(tok, monkeypatch):
-    import data_gen.pipeline as pipeline
+    import data_gen.synthesis as pipeline
 
     prep, tasks = _planned(tok, 1)
 
@@ -139,7 +139,7 @@ def test_memory_error_is_not_swallowed(tok, monkeypatch):
 
 
 def test_unexpected_error_locating_evidence_is_quarantined(tok, monkeypatch):
-    import data_gen.pipeline as pipeline
+    import data_gen.synthesis as pipeline
 
     real = pipeline.locate_evidence
 
@@ -179,7 +179,7 @@ def test_unforeseen_row_shape_is_a_source_exception(tmp_path):
 
 
 def test_too_many_bad_rows_fail_after_writing_quarantine_and_stats(tmp_path, tiny_model_dir):
-    from data_gen.pipeline import synthesize
+    from data_gen.synthesis import synthesize
 
     overrides = [
         f"run.storage_path={tmp_path}",
@@ -231,8 +231,8 @@ def test_bad_fraction_exit_2_with_one_line(ray_local, tmp_path, capsys):
 
 def test_one_or_two_document_pools_compose(tok):
     """The NQ failure: with real long passages only the gold (or one more) fits; middle placement must cope."""
-    from data_gen.compose import DocPool, compose_sample
-    from data_gen.evidence import locate_evidence
+    from longctx_core.data.compose import DocPool, compose_sample
+    from longctx_core.data.evidence import locate_evidence
 
     recs = [r for r in iter_records(SourceConfig(kind="litm", path=str(LONG)), 0)][:10]
     gold_tokens = count_doc_tokens(tok, [recs[0].evidence_docs[0]], ["en"])[0]

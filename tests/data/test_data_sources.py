@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from data_gen.evidence import locate_evidence
-from data_gen.records import Malformed, QARecord
-from data_gen.sources import iter_records
 from longctx_core.config import SourceConfig
+from longctx_core.data.evidence import locate_evidence
+from longctx_core.data.records import Malformed, QARecord
+from longctx_core.data.sources import iter_records
 from longctx_core.errors import LongctxError
 
 FIX = Path(__file__).parent / "fixtures"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_gen.records import Document
-from data_gen.styles import (
+from longctx_core.data.records import Document
+from longctx_core.data.styles import (
     cited_documents,
     is_unanswerable_reply,
     render_answer,

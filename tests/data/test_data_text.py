@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from data_gen.evidence import EvidenceError, locate_evidence
-from data_gen.records import Document, QARecord
-from data_gen.text import detect_lang, overlap, sentence_spans, split_sentences
+from longctx_core.data.evidence import EvidenceError, locate_evidence
+from longctx_core.data.records import Document, QARecord
+from longctx_core.data.text import detect_lang, overlap, sentence_spans, split_sentences
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,14 @@ import copy
 
 import pytest
 
-from data_gen.records import Document
-from data_gen.styles import UNANSWERABLE_REPLY, render_answer, render_first_user, render_followup_user
 from data_gen.validate import RULES, validate_row
+from longctx_core.data.records import Document
+from longctx_core.data.styles import (
+    UNANSWERABLE_REPLY,
+    render_answer,
+    render_first_user,
+    render_followup_user,
+)
 
 DOCS = {
     "en": [

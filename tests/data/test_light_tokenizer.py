@@ -34,7 +34,7 @@ TOKENIZERS = {
 def tokenizer_kit(request):
     """(config overrides, checkpoint folder) of each tokenizer."""
     from longctx_core.config import load_config
-    from longctx_core.tiny import ensure_tiny_checkpoint
+    from longctx_core.model.tiny import ensure_tiny_checkpoint
 
     overrides = TOKENIZERS[request.param]
     return overrides, ensure_tiny_checkpoint(load_config(None, overrides).model.tiny)
@@ -43,11 +43,11 @@ def tokenizer_kit(request):
 def test_renders_and_counts_like_the_full_tokenizer(tokenizer_kit):
     import pickle
 
-    from data_gen.compose import chat_tokens
     from data_gen.light_tokenizer import LightTokenizer, spec_of
-    from data_gen.pipeline import load_tokenizer
+    from data_gen.tokenizer import chat_tokenizer
+    from longctx_core.data.compose import chat_tokens
 
-    full = load_tokenizer(str(tokenizer_kit[1]))
+    full = chat_tokenizer(str(tokenizer_kit[1]))
     light = LightTokenizer.from_spec(pickle.loads(pickle.dumps(spec_of(full))))  # as an actor receives it
     for chat in CHATS:
         for gen in (False, True):
@@ -63,10 +63,10 @@ def test_composed_rows_are_identical_to_the_full_tokenizers(tokenizer_kit):
     """The guarantee that matters: every planned sample composes to the same row with either tokenizer
     (English and Chinese records, every answer style, 1k-4k tokens)."""
     from bench.fixtures import plan_tasks
-    from data_gen.compose import PositionSpec
     from data_gen.light_tokenizer import LightTokenizer, spec_of
-    from data_gen.pipeline import ComposeSettings, build_pools, compose_task
+    from data_gen.synthesis import ComposeSettings, build_pools, compose_task
     from longctx_core.config import load_config
+    from longctx_core.data.compose import PositionSpec
 
     overrides, folder = tokenizer_kit
     cfg = load_config(
@@ -96,9 +96,9 @@ def test_composed_rows_are_identical_to_the_full_tokenizers(tokenizer_kit):
 
 def test_a_tokenizer_without_one_chat_template_has_no_spec(tiny_model_dir):
     from data_gen.light_tokenizer import spec_of
-    from data_gen.pipeline import load_tokenizer
+    from data_gen.tokenizer import chat_tokenizer
 
-    tok = load_tokenizer(str(tiny_model_dir))
+    tok = chat_tokenizer(str(tiny_model_dir))
     tok.chat_template = None
     with pytest.raises(ValueError, match="no single chat template"):
         spec_of(tok)

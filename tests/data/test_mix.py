@@ -167,7 +167,7 @@ def test_training_on_the_mixture_logs_loss_per_source(mixed_runs):
     each source, and the label-weighted mean of those is the step's loss (the identity holds exactly per
     step; the labels per source are not logged, so the check is that the total lies within the sources'
     range)."""
-    from longctx_core.metrics import read_jsonl
+    from longctx_core.infra.metrics import read_jsonl
     from ray_jobs import train
 
     out, _ = mixed_runs
@@ -196,8 +196,8 @@ def test_training_on_the_mixture_logs_loss_per_source(mixed_runs):
 
 
 def test_loss_by_source_sums_to_the_total_and_matches_each_source_alone():
-    from longctx_core.losses import causal_lm_loss
-    from longctx_core.packing import collate_packed
+    from longctx_core.train.losses import causal_lm_loss
+    from longctx_core.train.packing import collate_packed
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 11, bias=False)

@@ -11,7 +11,7 @@ import pytest
 
 from data_gen.rawtext import cut_pieces, piece_layout
 from longctx_core.config import load_config
-from longctx_core.packing import Sample, pack_samples
+from longctx_core.train.packing import Sample, pack_samples
 
 FIX = Path(__file__).parent / "fixtures" / "text"
 M = -100

@@ -1,4 +1,4 @@
-"""Piece-wise token counting (data_gen.token_count) is exact: on the real Qwen vocabulary the cached piece
+"""Piece-wise token counting (longctx_core.data.token_count) is exact: on the real Qwen vocabulary the cached piece
 counts sum to the whole text's count, for composed samples in both languages and for random texts built
 around the cut points; a tokenizer outside the Qwen family is counted whole."""
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from data_gen.token_count import (
+from longctx_core.data.token_count import (
     PieceCounter,
     backend_counts,
     chat_tokens,
@@ -22,7 +22,7 @@ from data_gen.token_count import (
 def qwen():
     from transformers import AutoTokenizer
 
-    from longctx_core.qwen_vocab import ensure_qwen_tokenizer
+    from longctx_core.model.qwen_vocab import ensure_qwen_tokenizer
 
     return AutoTokenizer.from_pretrained(ensure_qwen_tokenizer())
 
@@ -133,9 +133,9 @@ def test_the_cache_is_bounded_and_stays_exact(qwen):
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_composed_samples_count_exactly_and_reuse_pieces(qwen, lang):
-    from data_gen.builtin import builtin_records
-    from data_gen.compose import DocPool, compose_sample
-    from data_gen.seeding import derive_seed
+    from longctx_core.data.builtin import builtin_records
+    from longctx_core.data.compose import DocPool, compose_sample
+    from longctx_core.data.seeding import derive_seed
 
     world = [r for r in builtin_records(500, seed=3) if r.lang == lang]
     assert len(world) > 40

@@ -25,7 +25,8 @@ def adapter_dir(tmp_path_factory, tiny_model_dir):
     import torch
 
     from longctx_core.config import load_config
-    from longctx_core.modeling import add_lora, load_model, load_tokenizer, save_adapter
+    from longctx_core.model.loading import load_model, load_tokenizer
+    from longctx_core.model.lora import add_lora, save_adapter
 
     cfg = load_config(
         None,

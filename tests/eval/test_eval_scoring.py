@@ -203,7 +203,7 @@ def test_passkey_correct_uses_the_first_number():
     ],
 )
 def test_quote_style_reply_is_quoted_and_faithful_to_the_gold_document(lang, sentence, answer, gold):
-    from data_gen.styles import cited_documents, render_answer
+    from longctx_core.data.styles import cited_documents, render_answer
 
     reply = render_answer("quote", lang, answer, [(gold + 1, sentence)])  # names no document
     assert cited_documents(reply) == []

@@ -60,7 +60,7 @@ def stage_prompts(tmp_path_factory, tiny_model_dir):
     from longctx_core.config import load_config, run_dir
     from longctx_core.eval.models import resolve_models
     from longctx_core.eval.runner import build_prompts
-    from longctx_core.modeling import load_tokenizer
+    from longctx_core.model.loading import load_tokenizer
 
     cfg = load_config(
         None,

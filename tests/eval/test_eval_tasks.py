@@ -13,8 +13,8 @@ import pytest
 from litm_fixture import litm_layout
 from transformers import AutoTokenizer
 
-from data_gen.records import Document
 from longctx_core.config import SourceConfig
+from longctx_core.data.records import Document
 from longctx_core.errors import LongctxError
 from longctx_core.eval import contexts, litm, longbench, passkey, perplexity
 from longctx_core.eval.prompts import Prompt, chat_ids, check_window
@@ -186,7 +186,7 @@ def held_out():
 
 
 def test_held_out_questions_follow_the_split(held_out):
-    from data_gen.split import split_of
+    from longctx_core.data.split import split_of
 
     records, docs, langs = held_out
     assert len(records) >= 2 and all(split_of(r.id, 0.2, 0) == "eval" for r in records)
@@ -198,7 +198,7 @@ def test_held_out_questions_follow_the_split(held_out):
 
 
 def test_gold_at_exact_position_and_lengths_on_target(tok, held_out):
-    from data_gen.compose import token_tolerance
+    from longctx_core.data.compose import token_tolerance
 
     records, docs, langs = held_out
     positions = [0.0, 0.25, 0.5, 0.75, 1.0]

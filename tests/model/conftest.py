@@ -42,7 +42,7 @@ def tiny_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def small_dir(tmp_path_factory) -> Path:
-    from longctx_core.tiny import ensure_tiny_checkpoint
+    from longctx_core.model.tiny import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint(SMALL, tmp_path_factory.getbasetemp() / "model-tiny", TEXTS)
 

@@ -25,7 +25,7 @@ from longctx_core.errors import LongctxError
 from longctx_core.model import embedded, gguf
 from longctx_core.model.embedded import EMBEDDED, download_dir, ensure_embedded, fetch_gguf, verify_sha256
 from longctx_core.model.gguf import check_gguf, ensure_gguf_folder, file_sha256, gguf_sha256, is_converted
-from longctx_core.modeling import check_model_config, resolve_model_path
+from longctx_core.model.loading import check_model_config, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "smollm2-135m-instruct"

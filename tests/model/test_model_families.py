@@ -3,7 +3,7 @@ Mistral, SmolLM2), each through the project's own loading, RoPE, LoRA and merge 
 
 Tiny checkpoints of each architecture are built in code with the shape of conftest.SMALL (hidden 64, 2 heads
 of 32, original context 128, RoPE base 1e4) and the small tiny-kit tokenizer, saved as ordinary HF folders,
-and loaded with `longctx_core.modeling.load_model` like a real checkpoint. RoPE is checked against the
+and loaded with `longctx_core.model.loading.load_model` like a real checkpoint. RoPE is checked against the
 independent formulas of test_model_rope.py. The chat-template goldens use the real templates of Qwen2.5,
 SmolLM2 and Llama 3.1 (fixtures/chat_templates, provenance in its README) on the tiny tokenizer with each
 template's special tokens added: the labelled text must be exactly each reply and its end-of-turn marker.
@@ -31,19 +31,13 @@ from test_model_rope import (  # the independent reference formulas, shared with
 )
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from longctx_core.chat import IGNORE_INDEX, labelled_text, tokenize_chat
 from longctx_core.config import ConfigError, ModelConfig, RopeConfig, load_config
+from longctx_core.data.chat import IGNORE_INDEX, labelled_text, tokenize_chat
 from longctx_core.errors import LongctxError
 from longctx_core.model.families import FAMILIES, resolve_lora_targets
-from longctx_core.modeling import (
-    add_lora,
-    check_model_config,
-    load_model,
-    load_tokenizer,
-    merge_adapter,
-    save_adapter,
-)
-from longctx_core.rope import apply_rope_extension, max_context
+from longctx_core.model.loading import check_model_config, load_model, load_tokenizer
+from longctx_core.model.lora import add_lora, merge_adapter, save_adapter
+from longctx_core.model.rope import apply_rope_extension, max_context
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 

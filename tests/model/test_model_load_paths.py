@@ -37,7 +37,8 @@ def _cfg(make_cfg, quantized: bool, rope=YARN):
 @pytest.fixture(scope="module", params=[False, True], ids=["lora", "qlora"])
 def trained(request, make_cfg, tmp_path_factory):
     """(trained PeftModel in eval mode, its adapter folder at <run>/train/adapter, 4-bit or not)."""
-    from longctx_core.modeling import add_lora, load_model, load_tokenizer, save_adapter
+    from longctx_core.model.loading import load_model, load_tokenizer
+    from longctx_core.model.lora import add_lora, save_adapter
 
     quantized = request.param
     cfg = _cfg(make_cfg, quantized)
@@ -83,7 +84,7 @@ def test_the_trained_model_really_is_yarn_x4(trained):
 
 
 def test_adapter_folder_records_base_rope_and_context(trained, small_dir):
-    from longctx_core.modeling import adapter_record
+    from longctx_core.model.finetuned import adapter_record
 
     peft, adapter, quantized = trained
     record = adapter_record(adapter)
@@ -184,7 +185,7 @@ def test_reports_print_the_paths_and_the_printed_merge_command_works(trained, tm
     from transformers import AutoModelForCausalLM
 
     from longctx_core.config import load_config
-    from longctx_core.pipeline import write_top_report
+    from longctx_core.runner.report import write_top_report
 
     peft, adapter, _ = trained
     run = adapter.parent.parent
@@ -219,11 +220,11 @@ def test_eval_report_carries_the_section(trained, tmp_path):
 
 def test_config_driven_load_with_another_rope_warns(trained, make_cfg, caplog):
     """`model.rope` set to something else than the adapter was trained with: loaded as asked, with a warning."""
-    from longctx_core.modeling import load_model_with_adapter
+    from longctx_core.model.lora import load_model_with_adapter
 
     peft, adapter, _ = trained
     other = _cfg(make_cfg, False, rope={"type": "linear", "factor": 2})
-    with caplog.at_level(logging.WARNING, logger="longctx_core.modeling"):
+    with caplog.at_level(logging.WARNING, logger="longctx_core.model.loading"):
         model = load_model_with_adapter(other, adapter, quantize=False)
     assert "was trained with" in caplog.text
     assert not _same_rope(model, peft)
@@ -250,7 +251,8 @@ def test_load_finetuned_errors_and_explicit_base(trained, small_dir, tmp_path):
 def test_adapter_without_rope_record_is_reported_not_fatal(trained, small_dir, tmp_path, caplog):
     """A plain PEFT folder (no base_config.json): the report says the RoPE is unknown, the loader warns."""
     from longctx_core import load_finetuned
-    from longctx_core.modeling import BASE_CONFIG_NAME, usage_markdown
+    from longctx_core.model.finetuned import usage_markdown
+    from longctx_core.model.loading import BASE_CONFIG_NAME
 
     _, adapter, _ = trained
     bare = tmp_path / "bare"
@@ -258,7 +260,7 @@ def test_adapter_without_rope_record_is_reported_not_fatal(trained, small_dir, t
     (bare / BASE_CONFIG_NAME).unlink()
     section = "\n".join(usage_markdown(bare))
     assert "RoPE it was trained with is unknown" in section and "vllm serve" not in section
-    with caplog.at_level(logging.WARNING, logger="longctx_core.modeling"):
+    with caplog.at_level(logging.WARNING, logger="longctx_core.model.loading"):
         model, _ = load_finetuned(bare)
     assert f"has no {BASE_CONFIG_NAME}" in caplog.text
     assert model.get_base_model().config.rope_parameters["rope_type"] == "default"

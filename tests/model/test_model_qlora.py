@@ -24,16 +24,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from longctx_core.errors import LongctxError
-from longctx_core.modeling import (
-    BASE_CONFIG_NAME,
-    add_lora,
-    load_model,
-    load_model_with_adapter,
-    load_tokenizer,
-    merge_adapter,
-    save_adapter,
-)
-from longctx_core.rope import current_rope, max_context
+from longctx_core.model.loading import BASE_CONFIG_NAME, load_model, load_tokenizer
+from longctx_core.model.lora import add_lora, load_model_with_adapter, merge_adapter, save_adapter
+from longctx_core.model.rope import current_rope, max_context
 
 ORIGINAL = 128  # conftest.SMALL.max_position_embeddings
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -296,7 +289,7 @@ def test_plain_lora_trains_with_either_checkpointing_flavour(make_cfg, use_reent
 
 def test_dynamic_ntk_in_fine_tuning_warns(make_cfg, caplog):
     cfg = make_cfg(rope={"type": "dynamic", "factor": 2.0}, quantization={"load_in_4bit": False})
-    with caplog.at_level(logging.WARNING, logger="longctx_core.rope"):
+    with caplog.at_level(logging.WARNING, logger="longctx_core.model.rope"):
         add_lora(load_model(cfg), cfg)
     assert any("model.rope.type=dynamic" in r.getMessage() for r in caplog.records)
 

@@ -29,8 +29,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from longctx_core.config import ConfigError, RopeConfig, load_config
 from longctx_core.errors import LongctxError
-from longctx_core.modeling import check_model_config, load_model, resolve_model_path
-from longctx_core.rope import apply_rope_extension, current_rope, max_context, rope_parameters
+from longctx_core.model.loading import check_model_config, load_model, resolve_model_path
+from longctx_core.model.rope import apply_rope_extension, current_rope, max_context, rope_parameters
 
 ORIGINAL = 128  # the small checkpoint's original context (conftest.SMALL)
 HEAD_DIM = 32  # the small checkpoint's head_dim (conftest.SMALL: hidden 64 / 2 heads)
@@ -254,7 +254,7 @@ def test_logits_finite_and_deterministic_at_4x_the_original_length(make_cfg, kin
 
 def test_resolve_model_path(small_dir, small_tiny, tiny_texts, monkeypatch, tmp_path):
     from longctx_core.config import ModelConfig
-    from longctx_core.tiny import ensure_tiny_checkpoint
+    from longctx_core.model.tiny import ensure_tiny_checkpoint
 
     local = ModelConfig(name_or_path=str(small_dir))
     assert resolve_model_path(local) == str(small_dir.resolve())

@@ -1,4 +1,4 @@
-"""The real Qwen vocabulary built offline (longctx_core.qwen_vocab) and the tiny kit's `vocab: qwen` option.
+"""The real Qwen vocabulary built offline (longctx_core.model.qwen_vocab) and the tiny kit's `vocab: qwen` option.
 
 The reference is `tiktoken` with the same ranks and pattern, on NFC text (Qwen normalises to NFC before
 encoding). The tokenizer folder is built once into the test cache ($LONGCTX_CACHE_DIR, see tests/conftest.py).
@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from longctx_core.config import TinyModelConfig, config_from_dict
-from longctx_core.qwen_vocab import (
+from longctx_core.model.chatml import ENDOFTEXT, IM_END, IM_START
+from longctx_core.model.qwen_vocab import (
     QWEN_MODEL_VOCAB,
     QWEN_NUM_RANKS,
     QWEN_PATTERN,
@@ -24,7 +25,6 @@ from longctx_core.qwen_vocab import (
     load_qwen_ranks,
     qwen_tiktoken_encoding,
 )
-from longctx_core.tiny import ENDOFTEXT, IM_END, IM_START
 
 TEXTS = {
     "english": "The river Tessel floods every spring; Alma Vesk doesn't mind. It's 3:45pm, isn't it?",
@@ -197,7 +197,7 @@ def test_chat_template_renders_chatml_and_round_trips(tok, enc):
 
 
 def test_label_mask_covers_exactly_the_reply(tok):
-    from longctx_core.chat import IGNORE_INDEX, tokenize_chat
+    from longctx_core.data.chat import IGNORE_INDEX, tokenize_chat
 
     messages = [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": "In 青石镇, 2024."}]
     chat = tokenize_chat(tok, messages)
@@ -244,7 +244,7 @@ def test_qwen_option_defaults_to_a_cut_qwen25_05b_shape():
 def test_tiny_checkpoint_with_qwen_vocab_loads_and_runs(qwen_dir, tok, enc):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from longctx_core.tiny import ensure_tiny_checkpoint
+    from longctx_core.model.tiny import ensure_tiny_checkpoint
 
     cfg = TinyModelConfig(**SMALL_QWEN)
     path = ensure_tiny_checkpoint(cfg, qwen_dir.parent)  # the cache that already holds the tokenizer
@@ -268,7 +268,7 @@ def test_default_qwen_shape_has_166m_parameters(qwen_dir):
     """The default `vocab: qwen` shape (Qwen2.5-0.5B cut to 2 layers): parameters as the formula says."""
     from transformers import AutoModelForCausalLM
 
-    from longctx_core.tiny import ensure_tiny_checkpoint
+    from longctx_core.model.tiny import ensure_tiny_checkpoint
 
     cfg = TinyModelConfig(vocab="qwen")
     model = AutoModelForCausalLM.from_pretrained(ensure_tiny_checkpoint(cfg, qwen_dir.parent))

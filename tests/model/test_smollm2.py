@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from longctx_core.chat import IGNORE_INDEX, tokenize_chat
 from longctx_core.config import load_config
+from longctx_core.data.chat import IGNORE_INDEX, tokenize_chat
 from tests.model.test_model_qlora import frozen_state, same
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def checked(demo_cfg):
 def test_the_real_chat_template_masks_only_the_reply(demo_cfg, checked):
     """SmolLM2's own ChatML template: the labelled tokens are the reference answer and <|im_end|>, nothing of
     the system prompt, the documents or the question."""
-    from longctx_core.modeling import load_tokenizer
+    from longctx_core.model.loading import load_tokenizer
 
     tok = load_tokenizer(demo_cfg.model)
     _, prompts = checked
@@ -75,7 +75,8 @@ def test_the_real_chat_template_masks_only_the_reply(demo_cfg, checked):
 def test_one_qlora_step_on_the_real_model(demo_cfg, checked):
     """4-bit NF4 base + LoRA on SmolLM2 (tied embeddings, rope_theta 100,000): one step on a real paraphrase
     sample changes the LoRA weights and nothing else, and lowers the loss on that sample."""
-    from longctx_core.modeling import add_lora, load_model, load_tokenizer
+    from longctx_core.model.loading import load_model, load_tokenizer
+    from longctx_core.model.lora import add_lora
 
     tok = load_tokenizer(demo_cfg.model)
     model = load_model(demo_cfg.model)  # the preset's 4-bit QLoRA load
@@ -113,7 +114,7 @@ def test_two_question_evaluation_matches_generate(ray_local, demo_cfg, checked):
     the same prompt (fp32), and the scored metrics carry intervals and seconds per prompt."""
     from longctx_core.eval.generate import run_prompts
     from longctx_core.eval.report import score_run
-    from longctx_core.modeling import load_model, load_tokenizer
+    from longctx_core.model.loading import load_model, load_tokenizer
 
     specs, prompts = checked
     assert len(prompts) == 2 and all(500 <= p.n_tokens <= 600 for p in prompts)

@@ -48,7 +48,7 @@ def mini_base(tmp_path_factory):
 
 
 def test_encode_chat_matches_template_and_weights_answers():
-    from longctx_core.tiny import train_tokenizer
+    from longctx_core.model.tiny import train_tokenizer
     from repro.base.samples import encode_chat
 
     tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
@@ -103,7 +103,7 @@ def test_packed_rows_train_as_padded_ones():
     gradients, so samples never see each other and packing changes a build's speed, not its recipe."""
     import torch
 
-    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from longctx_core.model.tiny import build_tiny_model, train_tokenizer
     from repro.base.model import model_shape
     from repro.base.step import weighted_batch, weighted_loss
 
@@ -192,7 +192,7 @@ def test_shuffled_rows_still_answer_from_their_own_documents():
     """With shuffle_values every answer is still the value its sample's gold document states."""
     import re
 
-    from longctx_core.tiny import train_tokenizer
+    from longctx_core.model.tiny import train_tokenizer
     from repro.base.model import tokenizer_texts
     from repro.base.samples import qa_rows
     from repro.base.worlds import base_worlds, heldout_questions
@@ -228,7 +228,7 @@ def test_evaluation_questions_never_reach_base_training():
     """Every question the evaluation can ask (held-out split of every arm seed's world) is excluded from
     every base training world, and no composed base sample asks one."""
     from longctx_core.eval.contexts import held_out_records, question_key
-    from longctx_core.tiny import train_tokenizer
+    from longctx_core.model.tiny import train_tokenizer
     from repro.base.model import tokenizer_texts
     from repro.base.samples import batch_for_step
     from repro.base.worlds import base_worlds, heldout_questions
@@ -248,7 +248,7 @@ def test_evaluation_questions_never_reach_base_training():
     trained = {question_key(r.question) for w in worlds for r in w.records}
     assert trained and not trained & excluded
     # Names recur across worlds, so the unfiltered training worlds do hold excluded questions.
-    from data_gen.seeding import derive_seed
+    from longctx_core.data.seeding import derive_seed
     from repro.base.worlds import world_records
 
     raw = [
@@ -425,7 +425,7 @@ def test_a_base_without_optimizer_state_resumes_with_a_fresh_optimizer(tmp_path)
 
 
 def test_recall_warmup_rows_repeat_each_key_with_its_value_and_weigh_only_those_values():
-    from longctx_core.tiny import train_tokenizer
+    from longctx_core.model.tiny import train_tokenizer
     from repro.base.samples import recall_rows
 
     tok = train_tokenizer(["Where was Far born? The answer is: Four"] * 20, 300)
@@ -474,7 +474,7 @@ def test_replace_dir_swaps_and_keeps_the_old_folder_when_the_rename_fails(tmp_pa
 
 def _base_samples(overrides: list[str], steps: range):
     """(cfg, tokenizer, held-out questions, base samples of `steps`) of the preset with `overrides`."""
-    from longctx_core.tiny import train_tokenizer
+    from longctx_core.model.tiny import train_tokenizer
     from repro.base.model import tokenizer_texts
     from repro.base.samples import batch_for_step
     from repro.base.worlds import base_worlds, heldout_questions
@@ -624,7 +624,7 @@ def test_name_reads_point_from_each_value_slot_to_the_asked_name_and_the_asked_v
     to the value of the document the question asks about."""
     import re
 
-    from longctx_core.tiny import train_tokenizer
+    from longctx_core.model.tiny import train_tokenizer
     from repro.base.model import tokenizer_texts
     from repro.base.samples import DOCUMENT_READ, LOOKUP_READ, QUESTION_READ, entity_name, qa_rows
     from repro.base.worlds import base_worlds, heldout_questions
@@ -682,7 +682,7 @@ def test_name_read_loss_is_the_first_layers_attention_and_training_on_it_raises_
     heads read there."""
     import torch
 
-    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from longctx_core.model.tiny import build_tiny_model, train_tokenizer
     from repro.base.model import model_shape
     from repro.base.step import adamw, attention_inputs, name_read_nll, weighted_batch
     from repro.base.train import train_step

@@ -62,7 +62,7 @@ def test_long_pretraining_extends_the_base_and_trains_at_four_times_l0(long_base
 def test_long_pretraining_samples_put_golds_at_the_edges_up_to_four_times_l0():
     """The stage's samples are 256..1024 tokens (L0..4 x L0) and, with Beta(0.3, 0.3) per gold, far fewer
     golds sit in the middle half of the document list than with uniform placement (the control)."""
-    from longctx_core.tiny import train_tokenizer
+    from longctx_core.model.tiny import train_tokenizer
     from repro.base.long import long_base_config
     from repro.base.model import tokenizer_texts
     from repro.base.samples import batch_for_step

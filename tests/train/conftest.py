@@ -91,7 +91,7 @@ def write_samples(folder: Path, tokenizer, n: int, seed: int = 0, per_file: int 
 
 @pytest.fixture(scope="session")
 def train_model_dir(tmp_path_factory) -> Path:
-    from longctx_core.tiny import ensure_tiny_checkpoint
+    from longctx_core.model.tiny import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint(SMALL, tmp_path_factory.getbasetemp() / "train-tiny", TEXTS)
 

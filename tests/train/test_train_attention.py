@@ -1,4 +1,4 @@
-"""Attention on packed rows (`longctx_core.attention`): every path that runs on CPU — eager and sdpa (a dense
+"""Attention on packed rows (`longctx_core.model.attention`): every path that runs on CPU — eager and sdpa (a dense
 block-diagonal mask built by transformers) and `longctx_packed` (causal SDPA per sample, no mask) — gives the
 logits and per-token losses of each sample run alone, and no gradient crosses a sample boundary; a 4-bit NF4 +
 LoRA model loaded through the project's own path with gradient checkpointing too. `longctx_packed` builds no
@@ -9,14 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longctx_core.attention import (
+from longctx_core.model.attention import (
     PACKED,
     bounds_from_cu_seqlens,
     register_packed_attention,
     resolve_attn_implementation,
     segment_bounds,
 )
-from longctx_core.packing import Sample, collate_packed, pack_samples
+from longctx_core.train.packing import Sample, collate_packed, pack_samples
 
 M = -100
 PATHS = ["eager", "sdpa", PACKED]
@@ -161,8 +161,9 @@ def test_4bit_lora_checkpointed_training_forward_on_packed_rows(make_train_cfg, 
     """The project's load path (`load_model` 4-bit NF4 + `add_lora`, gradient checkpointing on, train mode):
     `auto` loads `longctx_packed`; the training forward on packed rows gives each sample's solo loss, and no
     gradient reaches another sample's embeddings."""
-    from longctx_core.losses import PackedCausalLM
-    from longctx_core.modeling import add_lora, load_model
+    from longctx_core.model.loading import load_model
+    from longctx_core.model.lora import add_lora
+    from longctx_core.train.losses import PackedCausalLM
 
     cfg = make_train_cfg(
         tmp_path,

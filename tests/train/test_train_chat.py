@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from longctx_core.chat import IGNORE_INDEX, assistant_spans, labelled_text, tokenize_chat
+from longctx_core.data.chat import IGNORE_INDEX, assistant_spans, labelled_text, tokenize_chat
 from longctx_core.errors import LongctxError
 
 MULTI = [

@@ -77,7 +77,7 @@ def test_entrypoint_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 
 def _packed_stream(cfg, train_model_dir, train_data_dir):
-    from longctx_core.packing import packed_dataset, parquet_files
+    from longctx_core.train.packing import packed_dataset, parquet_files
 
     ds = packed_dataset(parquet_files(train_data_dir), str(train_model_dir), cfg.train, cfg.run.seed, 0.25)
     ds.context.execution_options.preserve_order = True

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from longctx_core.errors import LongctxError
-from longctx_core.packing import (
+from longctx_core.train.packing import (
     PackedRow,
     Sample,
     collate_packed,
@@ -191,7 +191,7 @@ def test_training_forward_loss_equals_sum_of_solo_losses(train_model_dir):
     loss of the samples run alone through the plain HF forward."""
     from transformers import AutoModelForCausalLM
 
-    from longctx_core.losses import PackedCausalLM
+    from longctx_core.train.losses import PackedCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(train_model_dir, attn_implementation="sdpa").eval()
     model.config.use_cache = False

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx_core.metrics import read_jsonl
+from longctx_core.infra.metrics import read_jsonl
 
 CHECKPOINT_EVERY = 4
 MAX_STEPS = 16
@@ -146,7 +146,7 @@ def _kill_rank_mid_run(root: Path, rank: int, report: dict, timeout: float = 600
 def zero3_killed_run(ray_local, make_train_cfg, tmp_path_factory):
     """ZeRO-3 + 4-bit, checkpoint every 4 steps; rank 1 SIGKILLed after the first registered checkpoint."""
     from longctx_core.config import run_dir
-    from longctx_core.runs import prepare_run_dir
+    from longctx_core.infra.runs import prepare_run_dir
     from longctx_core.train.driver import train
 
     storage = tmp_path_factory.mktemp("runs-z3")
@@ -225,7 +225,7 @@ def _trained_tokens(cfg, history: dict[int, dict]) -> dict[int, int]:
     rows. Returns {step: tokens over all ranks}."""
     import pyarrow.parquet as pq
 
-    from longctx_core.packing import packed_dataset, parquet_files
+    from longctx_core.train.packing import packed_dataset, parquet_files
     from longctx_core.train.state import sample_digest
 
     files = parquet_files(cfg.train.data_path)
@@ -298,7 +298,7 @@ def test_zero3_qlora_adapter_reloads_to_the_trained_engines_logits(zero3_killed_
     reloaded onto a fresh 4-bit base gives the trained engine's logits on the same batch."""
     import torch
 
-    from longctx_core.modeling import load_model_with_adapter
+    from longctx_core.model.lora import load_model_with_adapter
 
     run = zero3_killed_run
     adapter = Path(run["summary"]["adapter"])

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from longctx_core.metrics import read_jsonl
+from longctx_core.infra.metrics import read_jsonl
 
 pytestmark = pytest.mark.slow
 
 
 def _train(cfg):
-    from longctx_core.runs import prepare_run_dir
+    from longctx_core.infra.runs import prepare_run_dir
     from longctx_core.train.driver import train
 
     return train(cfg, prepare_run_dir(cfg, "train"))
@@ -25,7 +25,8 @@ def test_zero3_plain_lora_adapter_is_complete(ray_local, make_train_cfg, tmp_pat
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from longctx_core.modeling import add_lora, load_model
+    from longctx_core.model.loading import load_model
+    from longctx_core.model.lora import add_lora
 
     cfg = make_train_cfg(
         tmp_path, **{"train.zero_stage": 3, "model.quantization.load_in_4bit": False, "train.max_steps": 4}

@@ -10,13 +10,7 @@ import torch
 from torch import nn
 
 from longctx_core.config import ModelConfig, TrainConfig
-from longctx_core.deepspeed_config import deepspeed_config
-from longctx_core.losses import (
-    PackedCausalLM,
-    causal_lm_loss,
-    neftune_noise,
-    sample_lengths,
-)
+from longctx_core.train.deepspeed_config import deepspeed_config
 from longctx_core.train.flops import (
     attention_flops,
     flops_per_token,
@@ -24,6 +18,12 @@ from longctx_core.train.flops import (
     matmul_params,
     peak_flops,
     peak_tflops_for,
+)
+from longctx_core.train.losses import (
+    PackedCausalLM,
+    causal_lm_loss,
+    neftune_noise,
+    sample_lengths,
 )
 from longctx_core.train.schedule import lr_lambda
 
@@ -149,7 +149,7 @@ def test_stale_extension_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
     import os
     import time
 
-    from longctx_core.deepspeed_config import clear_stale_build_locks
+    from longctx_core.train.deepspeed_config import clear_stale_build_locks
 
     stale = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock"
     fresh = tmp_path / "py311_cpu" / "other_op" / "lock"

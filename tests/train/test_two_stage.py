@@ -12,7 +12,7 @@ import threading
 import pytest
 from test_train_ray import _attempts, _kill_rank_mid_run
 
-from longctx_core.metrics import read_jsonl
+from longctx_core.infra.metrics import read_jsonl
 
 pytestmark = pytest.mark.e2e  # a whole pipeline: make test-e2e (CI runs it after make test)
 
@@ -22,7 +22,7 @@ CHECKPOINT_EVERY = 3
 
 @pytest.fixture(scope="module")
 def two_stage(ray_local, make_train_cfg, tmp_path_factory):
-    from longctx_core.two_stage import run_pretrain
+    from longctx_core.runner.two_stage import run_pretrain
     from ray_jobs import train as train_job
 
     storage = tmp_path_factory.mktemp("runs-2stage")
@@ -75,7 +75,7 @@ def test_pretrain_stage_writes_its_own_run_folder(two_stage):
 
 
 def test_sft_starts_from_the_first_stage_final_adapter(two_stage):
-    from longctx_core.init_adapter import file_digest
+    from longctx_core.train.init_adapter import file_digest
 
     root = two_stage["root"]
     starts = [r for r in read_jsonl(root / "train" / "metrics.jsonl") if r.get("event") == "start"]
@@ -103,8 +103,9 @@ def test_init_adapter_loads_exactly_and_a_mismatch_is_one_line(make_train_cfg, t
     import torch
 
     from longctx_core.errors import LongctxError
-    from longctx_core.init_adapter import check_init_adapter, file_digest, load_init_adapter
-    from longctx_core.modeling import add_lora, load_model, save_adapter
+    from longctx_core.model.loading import load_model
+    from longctx_core.model.lora import add_lora, save_adapter
+    from longctx_core.train.init_adapter import check_init_adapter, file_digest, load_init_adapter
 
     cfg = make_train_cfg(tmp_path)
     torch.manual_seed(1)
@@ -130,7 +131,7 @@ def test_init_adapter_loads_exactly_and_a_mismatch_is_one_line(make_train_cfg, t
 def test_top_report_shows_the_pretrain_stage(two_stage):
     """The run's report.md lists stage 1's stages with links into pretrain/, and its headline numbers come
     before stage 2's."""
-    from longctx_core.pipeline import headline, write_top_report
+    from longctx_core.runner.report import headline, write_top_report
 
     root = two_stage["root"]
     done = two_stage["done"] | {"train": "done in 1 s"}

@@ -59,10 +59,10 @@ def fail(stage: str, reason: str, code: int) -> None:
 def run_stage(name: str, argv: Sequence[str] | None = None) -> object:
     """The stage runner behind every `python -m ray_jobs.<name>`: parse and validate the config against the
     stage's schema, run the stage's checks, and only then start or join Ray (`ensure_ray`, the one place a
-    stage process initialises Ray) and run the stage (`longctx_core.stages`). Exits 2 with one line on a bad
+    stage process initialises Ray) and run the stage (`longctx_core.runner.stages`). Exits 2 with one line on a bad
     config or input, 1 on anything unexpected."""
-    from longctx_core.runtime import ensure_ray
-    from longctx_core.stages import get
+    from longctx_core.infra.runtime import ensure_ray
+    from longctx_core.runner.stages import get
 
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -85,3 +85,21 @@ def run_stage(name: str, argv: Sequence[str] | None = None) -> object:
         traceback.print_exc()
         fail(name, f"{type(exc).__name__}: {exc}".splitlines()[0], 1)
     return None
+
+
+def entrypoint(name: str):
+    """A `ray_jobs/<name>.py` module's two functions: `run(cfg)` (the stage on the Ray this process is
+    connected to; returns its summary) and `main(argv)` (the command line: `run_stage`).
+
+        run, main = entrypoint("train")
+    """
+    from longctx_core.runner.stages import call
+
+    def run(cfg) -> dict:
+        return call(name, cfg)
+
+    def main(argv: Sequence[str] | None = None) -> object:
+        return run_stage(name, argv)
+
+    run.__name__, main.__name__ = f"run_{name}", f"main_{name}"
+    return run, main

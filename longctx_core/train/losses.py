@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from longctx_core.chat import IGNORE_INDEX
+from longctx_core.data.chat import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

@@ -34,12 +34,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data_gen import styles
-from data_gen.evidence import Evidence, locate_evidence
-from data_gen.records import AnswerStyle, Document, LongSample, QARecord
-from data_gen.seeding import rng_for
-from data_gen.text import sentence_spans
-from data_gen.token_count import chat_tokens, count_doc_tokens, count_texts, count_tokens
+from longctx_core.data import styles
+from longctx_core.data.evidence import Evidence, locate_evidence
+from longctx_core.data.records import AnswerStyle, Document, LongSample, QARecord
+from longctx_core.data.seeding import rng_for
+from longctx_core.data.text import sentence_spans
+from longctx_core.data.token_count import chat_tokens, count_doc_tokens, count_texts, count_tokens
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Can the toy base's model shape learn key-value lookup, and at what learning rate? A two-minute probe.
 
-    python -m repro.recall_probe [--lrs 0.002 0.001 0.0003] [--pairs 4] [--keys 64] [--steps 1500]
+    python -m bench.bench_recall_probe [--lrs 0.002 0.001 0.0003] [--pairs 4] [--keys 64] [--steps 1500]
                                  [--shape num_hidden_layers=2 num_attention_heads=8 ...]
 
 The toy base of `make repro` must find a document by the entity's name before it can answer; at 2 CPU cores
@@ -35,7 +35,7 @@ def probe(lr: float, pairs: int, keys: int, steps: int, batch: int, shape: dict,
     """Train a fresh model of the preset's base shape on associative recall; the loss curve and timing."""
     import torch
 
-    from longctx_core.tiny import build_tiny_model, train_tokenizer
+    from longctx_core.model.tiny import build_tiny_model, train_tokenizer
     from repro.base.model import model_shape
     from repro.base.samples import recall_row
     from repro.base.step import adamw, lr_schedule, optimizer_step, weighted_batch, weighted_loss
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         best["final_loss"],
         "nats (repeated values)",
         runs[0]["final_loss"],
-        command_line("repro.recall_probe", argv),
+        command_line("bench.bench_recall_probe", argv),
         best_lr=best["lr"],
         shape=shape,
         chance=chance,

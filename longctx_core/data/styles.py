@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from data_gen.records import AnswerStyle, Document, Lang
+from longctx_core.data.records import AnswerStyle, Document, Lang
 
 ANSWER_STYLES: tuple[AnswerStyle, ...] = ("paraphrase", "quote", "plain", "unanswerable")
 QUOTING_STYLES: tuple[AnswerStyle, ...] = ("paraphrase", "quote")  # replies that quote the evidence

@@ -29,14 +29,12 @@ import logging
 from pathlib import Path
 
 from longctx_core.config.model import QWEN25_05B_SHAPE
-from longctx_core.fsio import digest, recover, staged_dir
-from longctx_core.tiny import CHATML_TEMPLATE, ENDOFTEXT, IM_END, IM_START, default_cache_dir
+from longctx_core.data.token_count import QWEN_PATTERN
+from longctx_core.fsio import default_cache_dir, digest, recover, staged_dir
+from longctx_core.model.chatml import CHATML_TEMPLATE, ENDOFTEXT, IM_END, IM_START
 
 logger = logging.getLogger(__name__)
 
-# Qwen's pre-tokenizer regex (Qwen1 tiktoken, Qwen2's tokenizer): digits one at a time (`\p{N}`), unlike
-# GPT-4's `\p{N}{1,3}`, so numbers tokenise digit by digit.
-QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 QWEN_NUM_RANKS = 151_643  # BPE tokens in qwen.tiktoken; the special tokens follow them
 QWEN_SPECIAL_IDS = {ENDOFTEXT: 151_643, IM_START: 151_644, IM_END: 151_645}
 # Embedding rows of Qwen2/2.5 checkpoints: more than the tokenizer's ids (padding rows, never produced).

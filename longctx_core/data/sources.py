@@ -5,7 +5,7 @@
         else: use(item)
 
 Formats read:
-- builtin   the procedural world (`data_gen.builtin`), sized by `source.builtin`.
+- builtin   the procedural world (`longctx_core.data.builtin`), sized by `source.builtin`.
 - litm      Lost-in-the-Middle / NQ-open: `{question, answers[], ctxs[{title, text, isgold|hasanswer}]}`,
             jsonl or jsonl.gz (a file or a folder of them). Gold = ctxs with `isgold`, else with `hasanswer`.
 - squad     SQuAD v1/v2 and CMRC2018: the nested `{data[{title, paragraphs[{context, qas[...]}]}]}` JSON,
@@ -33,8 +33,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from data_gen.records import Document, Malformed, QARecord
-from data_gen.text import detect_lang, sentence_spans
+from longctx_core.data.records import Document, Malformed, QARecord
+from longctx_core.data.text import detect_lang, sentence_spans
 from longctx_core.errors import LongctxError
 
 logger = logging.getLogger(__name__)
@@ -389,20 +389,11 @@ def iter_records(source_cfg, seed: int) -> Iterator[QARecord | Malformed]:
 
 
 def _builtin(source_cfg, seed: int) -> Iterable[QARecord]:
-    from data_gen.builtin import WorldSpec, iter_builtin_records
+    from longctx_core.data.builtin import WorldSpec, iter_builtin_records
 
     b = source_cfg.builtin
-    spec = WorldSpec(
-        zh_fraction=b.zh_fraction if source_cfg.lang is None else float(source_cfg.lang == "zh"),
-        facts_per_doc=tuple(b.facts_per_doc),
-        filler_per_doc=tuple(b.filler_per_doc),
-        name_syllables=tuple(b.name_syllables),
-        full_names=b.full_names,
-        kinds=tuple(b.kinds),
-        facts=tuple(b.facts),
-    )
     n = min(b.num_records, source_cfg.limit or b.num_records)
-    return iter_builtin_records(n, seed, spec)
+    return iter_builtin_records(n, seed, WorldSpec.from_config(b, source_cfg.lang))
 
 
 def check_source(source_cfg) -> None:

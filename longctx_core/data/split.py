@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from data_gen.seeding import derive_seed
+from longctx_core.data.seeding import derive_seed
 
 Split = Literal["train", "eval"]
 

@@ -12,40 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from longctx_core.config import TinyModelConfig
-from longctx_core.fsio import digest, recover, staged_dir
+from longctx_core.fsio import default_cache_dir, digest, recover, staged_dir
+from longctx_core.model.chatml import CHATML_TEMPLATE, ENDOFTEXT, IM_END, SPECIAL_TOKENS
 
 logger = logging.getLogger(__name__)
 
-# Qwen's ChatML special tokens, in Qwen2's order (ids follow the learned vocabulary).
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
-DEFAULT_SYSTEM = "You are a helpful assistant."
-
-# Qwen2-Instruct's ChatML template (tools removed): a default system turn when none is given.
-CHATML_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if loop.first and message['role'] != 'system' %}"
-    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-
 # Bump when the build recipe changes so cached folders are rebuilt.
 _RECIPE_VERSION = 2
-
-
-def default_cache_dir() -> Path:
-    """Where built tiny checkpoints are cached: $LONGCTX_CACHE_DIR or ~/.cache/longctx."""
-    return Path(os.environ.get("LONGCTX_CACHE_DIR", Path.home() / ".cache" / "longctx")).expanduser()
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -114,7 +91,7 @@ def tiny_fingerprint(cfg: TinyModelConfig) -> str:
 
 
 def _default_texts(cfg: TinyModelConfig) -> list[str]:
-    from data_gen.builtin import tokenizer_training_texts
+    from longctx_core.data.builtin import tokenizer_training_texts
 
     return tokenizer_training_texts(cfg.tokenizer_texts, seed=cfg.seed)
 
@@ -135,7 +112,7 @@ def ensure_tiny_checkpoint(
     if cfg.vocab == "qwen":
         from transformers import AutoTokenizer
 
-        from longctx_core.qwen_vocab import ensure_qwen_tokenizer
+        from longctx_core.model.qwen_vocab import ensure_qwen_tokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(ensure_qwen_tokenizer(root))
     else:

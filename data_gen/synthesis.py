@@ -21,8 +21,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen import styles
-from data_gen.compose import (
+from data_gen.outputs import ShardWriter, sample_stats, write_plots, write_quarantine
+from data_gen.tokenizer import chat_tokenizer, tokenizer_path
+from data_gen.validate import validate_row
+from longctx_core.data import styles
+from longctx_core.data.compose import (
     ComposeError,
     DocPool,
     PositionSpec,
@@ -31,40 +34,15 @@ from data_gen.compose import (
     count_doc_tokens,
     token_tolerance,
 )
-from data_gen.evidence import Evidence, EvidenceError, locate_evidence
-from data_gen.outputs import ShardWriter, sample_stats, write_plots, write_quarantine
-from data_gen.records import Document, Malformed, QARecord
-from data_gen.seeding import derive_seed, rng_for
-from data_gen.sources import check_source, iter_records
-from data_gen.split import split_of
-from data_gen.validate import validate_row
+from longctx_core.data.evidence import Evidence, EvidenceError, locate_evidence
+from longctx_core.data.records import Document, Malformed, QARecord
+from longctx_core.data.seeding import derive_seed, rng_for
+from longctx_core.data.sources import check_source, iter_records
+from longctx_core.data.split import split_of
 from longctx_core.errors import LongctxError
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 
 logger = logging.getLogger(__name__)
-
-
-# ---- tokenizer ---------------------------------------------------------------------------------------------
-
-
-def tokenizer_path(cfg) -> str:
-    """Where the synthesis tokenizer loads from: `model.tokenizer`, else the folder the model loads from
-    (`modeling.resolve_model_path`: the tiny checkpoint, an embedded model or a .gguf file's converted
-    folder, a local folder or a hub name)."""
-    from longctx_core.modeling import resolve_model_path
-
-    return cfg.model.tokenizer or resolve_model_path(cfg.model)
-
-
-def load_tokenizer(path: str):
-    """The synthesis tokenizer (`modeling.tokenizer_from_path`); a tokenizer that does not load or has no chat
-    template is a `LongctxError` (user-fixable)."""
-    from longctx_core.modeling import tokenizer_from_path
-
-    tok = tokenizer_from_path(path)
-    if not getattr(tok, "chat_template", None):
-        raise LongctxError(f"tokenizer at {path!r} has no chat template (use a chat/instruct checkpoint)")
-    return tok
 
 
 # ---- reading and planning ----------------------------------------------------------------------------------
@@ -346,7 +324,7 @@ def compose_on_ray(
     import ray
 
     from data_gen.light_tokenizer import spec_of
-    from longctx_core.resources import cpus_per_actor
+    from longctx_core.infra.resources import cpus_per_actor
 
     pools_ref, tok_ref = ray.put(raw_pools), ray.put(spec_of(tok))
     items = [{"task": json.dumps(t, ensure_ascii=False)} for t in tasks]
@@ -374,13 +352,10 @@ def compose_locally(tasks: Iterable[dict], tok, raw_pools: dict, settings: Compo
 
 
 def check_synthesis_inputs(cfg) -> None:
-    """Problems found without Ray: a source that cannot be read (the config schema checked the rest)."""
-    from data_gen.import_pipeline import check_import_inputs, needs_import
-
-    if cfg.data.source.kind not in ("chat", "text"):  # imported sources are read by import_pipeline
+    """Problems found without Ray: a QA source that cannot be read (the config schema checked the rest;
+    chat and text sources are the importer's)."""
+    if cfg.data.source.kind not in ("chat", "text"):
         check_source(cfg.data.source)
-    if needs_import(cfg):
-        check_import_inputs(cfg)
 
 
 def _compose_all(
@@ -421,17 +396,17 @@ def _compose_all(
 
 
 def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
-    """The synthesize stage: writes `<run_root>/data/` (see DESIGN.md) and returns the summary dict.
+    """The synthesize stage: writes `<run_root>/data/` (`RunLayout.data`) and returns the summary dict.
 
     `in_process=True` composes in this process instead of on Ray Data (same functions, same bytes; for
     small jobs and tests that need no actor start-up)."""
-    from longctx_core.metrics import Metrics
+    from longctx_core.infra.metrics import Metrics
 
     data, out = cfg.data, RunLayout(Path(run_root)).data
     t0 = time.perf_counter()
     check_synthesis_inputs(cfg)
     tok_path = tokenizer_path(cfg)
-    tok = load_tokenizer(tok_path)
+    tok = chat_tokenizer(tok_path)
     prep = prepare_records(cfg, tok)
     if not prep.records["train"]:
         raise LongctxError("data: every usable question fell in the eval split; lower data.eval_fraction")

@@ -33,8 +33,8 @@ import logging
 import weakref
 from collections.abc import Sequence
 
-from data_gen import styles
-from data_gen.records import Document
+from longctx_core.data import styles
+from longctx_core.data.records import Document
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ _PROBES = (
     "a]\n\n\r\nB \n\n  C!\n\nD?\nE (F) G] (H)\n\n\n\nIJ\n\u00e9\nK\u0301\nL",
     "文档[12]（标题：长城）长城是中国的。\n\n文档[3]（标题：x）y\n\n文档[4]（（标题\n\u1100\u1161\n가\n\u00b2x\n_a\nа́б",
 )
+
+
+# Qwen's pre-tokenizer regex (Qwen1 tiktoken, Qwen2's tokenizer): digits one at a time (`\p{N}`), unlike
+# GPT-4's `\p{N}{1,3}`, so numbers tokenise digit by digit.
+QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 
 def backend_counts(backend, texts: Sequence[str]) -> list[int]:
@@ -92,7 +97,6 @@ def chat_tokens(tokenizer, messages: list[dict[str, str]]) -> int:
 def qwen_family(backend) -> bool:
     """Whether a `tokenizers.Tokenizer` is a byte-level BPE with Qwen's normalizer, pre-tokenizer and
     added tokens, the family `PieceCounter`'s boundaries are proven for."""
-    from longctx_core.qwen_vocab import QWEN_PATTERN
 
     def state(part) -> dict | None:
         return None if part is None else json.loads(part.__getstate__())

@@ -1,4 +1,4 @@
-"""The run folder's paths, named once (the run-folder contract of DESIGN.md).
+"""The run folder's paths, named once (a contract other tools rely on).
 
     layout = RunLayout.of(cfg)          # <run.storage_path>/<run.name>/
     layout.data.stats                   # data/stats.json
@@ -16,7 +16,7 @@ runs/demo/
   pretrain/            continued pre-training (pretrain.enabled): a nested run folder of the same layout
   report.md            pipeline: links the stages' outputs
 
-Only paths live here; which stage writes what, and when it counts as done, is `longctx_core.pipeline`'s.
+Only paths live here; which stage writes what, and when it counts as done, is `longctx_core.runner.chain`'s.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class RunLayout:
         return RunLayout(self.root / PRETRAIN_DIR)
 
     def marker(self, stage: str) -> Path:
-        """`.stage-<stage>.json`: written when the stage finished (`longctx_core.pipeline`)."""
+        """`.stage-<stage>.json`: written when the stage finished (`longctx_core.runner.chain`)."""
         return self.root / f".stage-{stage}.json"
 
     def stage_dir(self, stage: str) -> Path | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_gen.records import QARecord
-from data_gen.text import normalize, overlap, sentence_spans
+from longctx_core.data.records import QARecord
+from longctx_core.data.text import normalize, overlap, sentence_spans
 
 MIN_FALLBACK_OVERLAP = 0.5  # share of the answer's tokens the fallback sentence must contain
 

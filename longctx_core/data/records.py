@@ -50,7 +50,7 @@ class QARecord:
 
 @dataclass
 class LongSample:
-    """One Parquet row. Column names are a contract (see DESIGN.md)."""
+    """One Parquet row. Column names are a contract other tools read (`data_gen.outputs.SAMPLE_SCHEMA`)."""
 
     id: str
     messages: list[dict[str, str]]  # [{role, content}], system/user/assistant turns

@@ -22,8 +22,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from data_gen.records import Document, Lang, QARecord
-from data_gen.seeding import derive_seed
+from longctx_core.data.records import Document, Lang, QARecord
+from longctx_core.data.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,27 @@ class WorldSpec:
     kinds: tuple[str, ...] = KINDS
     facts: tuple[str, ...] = ()  # fact keys documents may hold (e.g. ("colour", "pet")); () = all of a kind's
 
+    @classmethod
+    def from_config(cls, world, lang: str | None = None) -> WorldSpec:
+        """The spec of a `data.source.builtin` section (`BuiltinWorldConfig`); `lang` "en"/"zh" renders every
+        entity in that language."""
+        return cls(
+            zh_fraction=world.zh_fraction if lang is None else float(lang == "zh"),
+            facts_per_doc=tuple(world.facts_per_doc),
+            filler_per_doc=tuple(world.filler_per_doc),
+            name_syllables=tuple(world.name_syllables),
+            full_names=world.full_names,
+            kinds=tuple(world.kinds),
+            facts=tuple(world.facts),
+        )
+
     def __post_init__(self) -> None:
         for key in ("facts_per_doc", "filler_per_doc", "name_syllables"):
             lo, hi = getattr(self, key)
             if lo < 0 or hi < lo:
-                raise ValueError(f"{key}: expected 0 <= min <= max, got {(lo, hi)}")
+                raise ValueError(f"{key}: expected [min, max] with 0 <= min <= max, got [{lo}, {hi}]")
         if self.facts_per_doc[0] < 1 or self.name_syllables[0] < 1:
-            raise ValueError("facts_per_doc and name_syllables: min must be >= 1")
+            raise ValueError("facts_per_doc: min must be >= 1 (and name_syllables min >= 1)")
         if not 0.0 <= self.zh_fraction <= 1.0:
             raise ValueError(f"zh_fraction: must be in [0, 1], got {self.zh_fraction}")
         unknown = set(self.kinds) - set(KINDS)
@@ -837,7 +851,7 @@ def tokenizer_training_texts(n: int, seed: int) -> list[str]:
     """`n` texts to train the tiny tokenizer on: built-in documents (English and Chinese mixed), each
     followed by a rendered question and answer in one of the answer styles, so the tokenizer learns the
     document headers, quotation marks and answer markers the composed samples use."""
-    from data_gen import styles
+    from longctx_core.data import styles
 
     world = World(derive_seed("tokenizer-texts", seed))
     texts = []

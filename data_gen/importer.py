@@ -39,12 +39,12 @@ from data_gen.chat_import import chat_row, column, parse_raw, sniff_format
 from data_gen.mix import Mixer, shuffled
 from data_gen.outputs import SAMPLE_SCHEMA, write_quarantine, write_shard
 from data_gen.rawtext import cut_pieces, end_of_text_id
-from data_gen.records import Malformed
-from data_gen.seeding import rng_for
-from data_gen.sources import BadRow, source_files
-from data_gen.text import detect_lang
+from longctx_core.data.records import Malformed
+from longctx_core.data.seeding import rng_for
+from longctx_core.data.sources import BadRow, source_files
+from longctx_core.data.text import detect_lang
 from longctx_core.errors import LongctxError
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _raw_text(raw: bytes) -> str:
 def process_row(tok, s: ImportSettings, loc: str, raw: bytes, doc: bool) -> dict:
     """One raw row -> {record (JSON) | ids | error (JSON: reason, detail)}, plus n_tokens; never raises for
     a bad row. Chat: the normalised row and its chat-template length. Text: the document's token ids."""
-    from longctx_core.chat import tokenize_chat
+    from longctx_core.data.chat import tokenize_chat
 
     out = {"record": None, "ids": None, "n_tokens": 0, "error": None}
     try:
@@ -249,9 +249,9 @@ class ImportActor:
     """A Ray Data actor: one tokenizer, the per-row work over blocks of raw rows."""
 
     def __init__(self, tok_path: str, settings: ImportSettings) -> None:
-        from data_gen.pipeline import load_tokenizer
+        from data_gen.tokenizer import chat_tokenizer
 
-        self.tok = load_tokenizer(tok_path)
+        self.tok = chat_tokenizer(tok_path)
         self.settings = settings
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -305,7 +305,7 @@ def process_on_ray(units: list[dict], src, settings: ImportSettings, tok_path: s
     """Yield result rows (dicts, `_RESULT_COLUMNS`) of every raw row of `units`, in source order."""
     import ray
 
-    from longctx_core.resources import cpus_per_actor
+    from longctx_core.infra.resources import cpus_per_actor
 
     read_cpus = cpus_per_actor(max(1, min(len(units), num_workers)), share=0.25)
     last = (-1, -1)
@@ -516,9 +516,9 @@ def import_source(src, name: str, cfg, tok_path: str, folder: Path, tok=None) ->
 
 
 def _tokenizer(tok_path: str):
-    from data_gen.pipeline import load_tokenizer
+    from data_gen.tokenizer import chat_tokenizer
 
-    return load_tokenizer(tok_path)
+    return chat_tokenizer(tok_path)
 
 
 def _reasons(rows: list[Malformed]) -> str:
@@ -587,10 +587,11 @@ def _mix_into_train(
 def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
     """The data stage for chat/text sources and mixtures: writes <run>/data/ (train/*.parquet, stats.json,
     quarantine/rows.jsonl, plots/) and returns the summary. A QA main source is synthesized first by
-    `data_gen.pipeline.synthesize` (its eval split stays in data/eval/). `in_process=True` runs the import
+    `data_gen.synthesis.synthesize` (its eval split stays in data/eval/). `in_process=True` runs the import
     work in this process instead of on Ray Data (same bytes)."""
     from data_gen.outputs import write_plots
-    from data_gen.pipeline import load_tokenizer, synthesize, tokenizer_path
+    from data_gen.synthesis import synthesize
+    from data_gen.tokenizer import chat_tokenizer, tokenizer_path
     from longctx_core.config.sources import mix_name
 
     t0 = time.perf_counter()
@@ -598,7 +599,7 @@ def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
     out = RunLayout(Path(run_root)).data
     check_import_inputs(cfg)
     tok_path = tokenizer_path(cfg)
-    tok = load_tokenizer(tok_path) if in_process else None
+    tok = chat_tokenizer(tok_path) if in_process else None
     sources_dir = out.sources
     if sources_dir.exists():
         shutil.rmtree(sources_dir)

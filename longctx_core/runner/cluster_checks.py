@@ -17,7 +17,7 @@ The node types come from a Ray cluster-launcher YAML (`cluster/aws.yaml`, `clust
     check_cluster(cfg, cluster, stage="pipeline")      # ConfigError, one line, naming request and node types
 
 Requests are taken at their largest: what a stage asks for when the autoscaling cluster has no worker node
-yet (`longctx_core.resources.cpus_per_actor` then returns its cap), which is exactly when it must fit.
+yet (`longctx_core.infra.resources.cpus_per_actor` then returns its cap), which is exactly when it must fit.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from longctx_core.config import Config, ConfigError
 
 logger = logging.getLogger(__name__)
 
-# What each stage's actors ask for at most: cpus_per_actor's caps (longctx_core/resources.py) as the call
-# sites use them (data_gen/pipeline.py, longctx_core/packing.py via train.driver.train, eval/generate.py).
+# What each stage's actors ask for at most: cpus_per_actor's caps (longctx_core/infra/resources.py) as the call
+# sites use them (data_gen/synthesis.py, longctx_core/train/packing.py via train.driver.train, eval/generate.py).
 ACTOR_CPU_CAP = 1.0
 TRAIN_WORKER_CPU_CAP = 8.0
 STAGES_RUN = {

@@ -1,5 +1,5 @@
 """The run folder a stage starts in: created, with the resolved config written where the stage's inputs stay
-on record. Its paths are `longctx_core.layout.RunLayout`'s.
+on record. Its paths are `longctx_core.infra.layout.RunLayout`'s.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from longctx_core.config import Config
-from longctx_core.layout import RunLayout
+from longctx_core.infra.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 

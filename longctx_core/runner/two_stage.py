@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from longctx_core.config import Config, config_from_dict, run_dir
-from longctx_core.layout import PRETRAIN_DIR, RunLayout
+from longctx_core.infra.layout import PRETRAIN_DIR, RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,10 @@ def sft_config(cfg: Config, adapter: Path, redo: bool) -> Config:
 
 def run_pretrain(cfg: Config) -> tuple[Config, dict[str, str]]:
     """Run stage 1 when `pretrain.enabled` (its stages whose outputs exist for its config are skipped;
-    `longctx_core.pipeline.check` checked its source before Ray); returns stage 2's config and what stage 1
+    `longctx_core.runner.chain.check` checked its source before Ray); returns stage 2's config and what stage 1
     did ({"pretrain <stage>": "done in ..." | "skipped ..."})."""
-    from longctx_core.pipeline import run_stages
-    from longctx_core.runs import prepare_run_dir
+    from longctx_core.infra.runs import prepare_run_dir
+    from longctx_core.runner.markers import run_stages
 
     if not cfg.pretrain.enabled:
         return cfg, {}

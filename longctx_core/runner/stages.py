@@ -1,8 +1,13 @@
-"""Every stage by name: the one table behind `python -m ray_jobs.<stage>`, the pipeline, the repro and
+"""Every stage by name: the table behind `python -m ray_jobs.<stage>`, the pipeline, the repro and
 `make submit`.
 
-    call("train", cfg)                  # a stage on the Ray this process is connected to; returns its summary
-    run_stage("train", argv)            # longctx_core.cli: config, checks, then ray.init once, then the stage
+    call("train", cfg)          # a stage on the Ray this process is connected to; returns its summary
+    run_stage("train", argv)    # runner.cli: config, checks, then ray.init once, then the stage
+
+Stages defined above this library register as entry points (pyproject.toml):
+
+    [project.entry-points."longctx.stages"]
+    synthesize = "data_gen.stage:STAGE"
 
 A stage is two functions: `check(cfg)` does everything that needs no Ray (read the config's inputs, the
 model's config, the data's schema) and may return what it found; `run(cfg, checked)` does the work on Ray
@@ -14,6 +19,7 @@ imported on use: the synthesize stage never loads DeepSpeed, and importing this 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,22 +40,42 @@ class Stage:
         return self.function("schema")
 
 
-STAGES: dict[str, Stage] = {
+# The library's own stages. Stages built on it (synthesis in `data_gen`, the reproduction in `repro`) are
+# found through the `longctx.stages` entry points in pyproject.toml, so this layer never names them.
+CORE_STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("synthesize", "data_gen.stage:check", "data_gen.stage:run"),
         Stage("train", "longctx_core.train.driver:check", "longctx_core.train.driver:run"),
         Stage("evaluate", "longctx_core.eval.runner:check", "longctx_core.eval.runner:run"),
-        Stage("pipeline", "longctx_core.pipeline:check", "longctx_core.pipeline:run"),
-        Stage("repro", "repro.run:check", "repro.run:run", schema="repro.config:ReproConfig"),
+        Stage("pipeline", "longctx_core.runner.chain:check", "longctx_core.runner.chain:run"),
     )
 }
+ENTRY_POINT_GROUP = "longctx.stages"
+
+
+@functools.cache
+def all_stages() -> dict[str, Stage]:
+    """Every stage: the core ones, then each installed `longctx.stages` entry point (a `Stage`)."""
+    from importlib.metadata import entry_points
+
+    found = dict(CORE_STAGES)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        stage = ep.load()
+        if not isinstance(stage, Stage) or stage.name != ep.name:
+            raise TypeError(f"entry point {ep.name} = {ep.value} is not a Stage named {ep.name!r}")
+        found.setdefault(ep.name, stage)
+    return found
+
+
+def names() -> list[str]:
+    return list(all_stages())
 
 
 def get(name: str) -> Stage:
-    if name not in STAGES:
-        raise KeyError(f"no stage '{name}' (stages: {', '.join(STAGES)})")
-    return STAGES[name]
+    stages = all_stages()
+    if name not in stages:
+        raise KeyError(f"no stage '{name}' (stages: {', '.join(stages)})")
+    return stages[name]
 
 
 def call(name: str, cfg) -> dict:

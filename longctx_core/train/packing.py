@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from longctx_core.chat import IGNORE_INDEX, tokenize_chat
+from longctx_core.data.chat import IGNORE_INDEX, tokenize_chat
 from longctx_core.errors import LongctxError
 
 logger = logging.getLogger(__name__)
