@@ -142,13 +142,8 @@ def _run_worker(loop_config: dict) -> None:
     train_loop_per_worker(loop_config)
 
 
-def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
-    """Fine-tune on Ray Train and write <run>/train/{metrics.jsonl, adapter/}; returns the summary.
-
-    `inputs` is `check_inputs`'s result when the caller ran it already; inputs are checked before Ray
-    starts (the stage runner runs `check`) either way. A run whose storage holds checkpoints resumes from the latest. `worker_fn` replaces
-    `worker.train_loop_per_worker` (tests wrap it to probe the trained engine).
-    """
+def _trainer(cfg, root: Path, inputs: dict, storage: str, total: int, worker_fn):
+    """The `TorchTrainer` of this run: its workers, their resources, storage and the packed dataset."""
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import DataConfig as RayDataConfig
@@ -158,30 +153,11 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
     from longctx_core.infra.resources import cpus_per_actor
     from longctx_core.train.packing import packed_dataset
 
-    layout = RunLayout(root).train
-    inputs = inputs or check_inputs(cfg, root)
-    recover(layout.adapter)  # a crash mid-replacement of the last adapter: put one back
-    storage, resume_step = prepare_storage(cfg, root)
-    if cfg.run.force:
-        layout.metrics.unlink(missing_ok=True)
-    if resume_step and cfg.train.max_steps and resume_step >= cfg.train.max_steps:
-        # A resubmission of a finished run (e.g. the pipeline after the train stage ran alone): Ray Train
-        # would resume and report nothing. The last checkpoint is the result.
-        return _already_trained(cfg, root, storage, resume_step, check_inputs_result=inputs)
     t = cfg.train
     # Logical CPU shares, not threads: training workers and the tokenising actors take a quarter of the
     # cluster each, so Ray Data's own tasks (file listing asks for a whole CPU) always find room.
     worker_cpus = t.cpus_per_worker or cpus_per_actor(t.num_workers, share=0.25, cap=8.0)
     data_cpus = cpus_per_actor(t.data_workers, share=0.25)
-    total, packing = estimate_total_steps(cfg, inputs["data"])
-    if packing:
-        logger.info(
-            "packing estimate: %d samples -> %d rows of %d tokens (efficiency %.3f)",
-            packing["samples"],
-            packing["rows"],
-            t.max_seq_len,
-            packing["efficiency"],
-        )
     ds = packed_dataset(inputs["files"], inputs["model_path"], t, cfg.run.seed, data_cpus)
     trainer = TorchTrainer(
         worker_fn or _run_worker,
@@ -204,6 +180,19 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
         # its data position counted.
         dataset_config=RayDataConfig(execution_options=ExecutionOptions(preserve_order=True)),
     )
+    return trainer, worker_cpus
+
+
+def _log_plan(cfg, inputs: dict, packing: dict | None, worker_cpus: float, resume_step: int | None) -> None:
+    t = cfg.train
+    if packing:
+        logger.info(
+            "packing estimate: %d samples -> %d rows of %d tokens (efficiency %.3f)",
+            packing["samples"],
+            packing["rows"],
+            t.max_seq_len,
+            packing["efficiency"],
+        )
     logger.info(
         "training on %d worker(s) x %.2f CPU%s, ZeRO-%d, %s; %d samples; %s",
         t.num_workers,
@@ -214,6 +203,29 @@ def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
         inputs["data"]["num_samples"],
         f"resuming from step {resume_step}" if resume_step else "from scratch",
     )
+
+
+def train(cfg, root: Path, inputs: dict | None = None, worker_fn=None) -> dict:
+    """Fine-tune on Ray Train and write <run>/train/{metrics.jsonl, adapter/}; returns the summary.
+
+    `inputs` is `check_inputs`'s result when the caller ran it already; inputs are checked before Ray
+    starts (the stage runner runs `check`) either way. A run whose storage holds checkpoints resumes from
+    the latest. `worker_fn` replaces `worker.train_loop_per_worker` (tests wrap it to probe the trained
+    engine).
+    """
+    layout = RunLayout(root).train
+    inputs = inputs or check_inputs(cfg, root)
+    recover(layout.adapter)  # a crash mid-replacement of the last adapter: put one back
+    storage, resume_step = prepare_storage(cfg, root)
+    if cfg.run.force:
+        layout.metrics.unlink(missing_ok=True)
+    if resume_step and cfg.train.max_steps and resume_step >= cfg.train.max_steps:
+        # A resubmission of a finished run (e.g. the pipeline after the train stage ran alone): Ray Train
+        # would resume and report nothing. The last checkpoint is the result.
+        return _already_trained(cfg, root, storage, resume_step, check_inputs_result=inputs)
+    total, packing = estimate_total_steps(cfg, inputs["data"])
+    trainer, worker_cpus = _trainer(cfg, root, inputs, storage, total, worker_fn)
+    _log_plan(cfg, inputs, packing, worker_cpus, resume_step)
     started = time.monotonic()
     result = trainer.fit()
     steps = int(result.metrics.get("step", 0)) if result.metrics else 0
