@@ -79,7 +79,7 @@ def write_top_report(cfg: Config, root: Path, done: dict[str, str]) -> Path:
     if plots:
         out += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(root)})" for p in plots]
     if stage_output(root, "train").is_file():
-        from longctx_core.model.loading import usage_markdown
+        from longctx_core.model.finetuned import usage_markdown
 
         out += [""] + usage_markdown(layout.train.adapter)
     layout.report.write_text("\n".join(out) + "\n")
