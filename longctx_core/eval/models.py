@@ -126,21 +126,22 @@ def load_for_eval(model_cfg: ModelConfig, spec: ModelSpec, quantize: bool | None
     unquantised weights in `eval_dtype(dtype, model.torch_dtype)`."""
     import torch
 
-    from longctx_core.model import loading as modeling
+    from longctx_core.model.loading import is_4bit, load_model, load_tokenizer
+    from longctx_core.model.lora import load_model_with_adapter
 
     model_cfg = model_cfg.model_copy(update={"torch_dtype": eval_dtype(dtype, model_cfg.torch_dtype)})
 
     if spec.kind == "adapter":  # LoRA leaves the vocabulary alone: the base tokenizer decodes its replies
-        model = modeling.load_model_with_adapter(model_cfg, spec.path, quantize=quantize)
-        if not modeling.is_4bit(model):
+        model = load_model_with_adapter(model_cfg, spec.path, quantize=quantize)
+        if not is_4bit(model):
             # Unquantised weights take the adapter in: same function, none of LoRA's extra matmuls per step.
             model = model.merge_and_unload()
     else:
         if spec.kind == "merged":
             model_cfg = model_cfg.model_copy(update={"name_or_path": spec.path, "tokenizer": None})
-        model = modeling.load_model(model_cfg, quantize=quantize)
-    tokenizer = modeling.load_tokenizer(model_cfg)
-    if torch.cuda.is_available() and not modeling.is_4bit(
+        model = load_model(model_cfg, quantize=quantize)
+    tokenizer = load_tokenizer(model_cfg)
+    if torch.cuda.is_available() and not is_4bit(
         model
     ):  # 4-bit weights were placed on the GPU as they loaded
         model = model.to("cuda")
