@@ -26,8 +26,8 @@ import hashlib
 import json
 import logging
 import shutil
-import statistics
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +37,19 @@ import pyarrow.parquet as pq
 
 from data_gen.chat_import import chat_row, column, parse_raw, sniff_format
 from data_gen.mix import Mixer, shuffled
-from data_gen.outputs import SAMPLE_SCHEMA, write_quarantine, write_shard
+from data_gen.outputs import SAMPLE_SCHEMA, summary, write_shard
+from data_gen.quarantine import (
+    bad_section,
+    check_bad_fraction,
+    count_reasons,
+    reasons_text,
+    source_bad,
+    write_quarantine,
+)
 from data_gen.rawtext import cut_pieces, end_of_text_id
 from longctx_core.data.records import Malformed
 from longctx_core.data.seeding import rng_for
-from longctx_core.data.sources import BadRow, source_files
+from longctx_core.data.sources import DATA_SUFFIXES, RAW_CHARS, BadRow, source_files
 from longctx_core.data.text import detect_lang
 from longctx_core.errors import LongctxError
 from longctx_core.infra.layout import RunLayout
@@ -52,9 +60,7 @@ logger = logging.getLogger(__name__)
 IMPORT_SCHEMA = SAMPLE_SCHEMA.append(pa.field("input_ids", pa.list_(pa.int32()))).append(
     pa.field("doc_lens", pa.list_(pa.int64()))
 )
-ROW_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 READ_BLOCK_ROWS = 256  # raw rows per block a read task emits: small blocks keep memory flat on big files
-RAW_CHARS = 2000  # how much of a bad row quarantine keeps
 HF_UNIT_ROWS = 50_000  # rows of a `datasets` dataset per read task
 _RESULT_COLUMNS = ("unit", "row", "loc", "record", "ids", "n_tokens", "error", "raw")
 
@@ -73,7 +79,7 @@ def read_units(src) -> list[dict]:
     path = src.path
     local = Path(path).expanduser()
     if (local.is_dir() and not _saved_dataset(local)) or local.is_file():
-        suffixes = ROW_SUFFIXES + (tuple(src.text.suffixes) if src.kind == "text" else ())
+        suffixes = DATA_SUFFIXES + (tuple(src.text.suffixes) if src.kind == "text" else ())
         files = source_files(local, suffixes)
         return [{"unit": i, "path": str(f), "hf": ""} for i, f in enumerate(files)]
     if not local.exists() and path.startswith((".", "/", "~")):
@@ -501,7 +507,7 @@ def import_source(src, name: str, cfg, tok_path: str, folder: Path, tok=None) ->
     res.writer = writer
     if res.samples == 0:
         raise LongctxError(
-            f"data source '{name}' ({src.path}): no usable row among {res.read} ({_reasons(res.quarantine)})"
+            f"data source '{name}' ({src.path}): no usable row among {res.read} ({reasons_text(res.quarantine)})"
         )
     logger.info(
         "imported %s: %d rows read, %d samples, %d tokens, %d quarantined in %.1f s",
@@ -521,29 +527,7 @@ def _tokenizer(tok_path: str):
     return chat_tokenizer(tok_path)
 
 
-def _reasons(rows: list[Malformed]) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in count_reasons(rows).items()) or "no rows"
-
-
-def count_reasons(rows: list[Malformed]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for m in rows:
-        counts[m.reason] = counts.get(m.reason, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 # ---- the stage: main source, mixed-in sources, the mixture, stats ----------------------------------------
-
-
-def _summary(values: list[int]) -> dict:
-    if not values:
-        return {"min": None, "median": None, "max": None, "mean": None}
-    return {
-        "min": min(values),
-        "median": statistics.median(values),
-        "max": max(values),
-        "mean": statistics.fmean(values),
-    }
 
 
 def check_import_inputs(cfg) -> None:
@@ -635,20 +619,21 @@ def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
         tokens = results[0].writer.tokens
         langs = results[0].writer.langs
     quarantine = [m for r in results for m in r.quarantine]
+    bad = dict(base_stats["bad"]["sources"]) if base_stats else {}  # the synthesized main source's
+    bad |= {r.name: source_bad(r.quarantine, r.read, planned=r.samples) for r in results if r.writer is not None}
     prior = base_stats.get("quarantined", {})
-    if base_stats:  # the synthesize stage wrote its own bad rows there already
-        _append_quarantine(out.quarantine, quarantine)
-    else:
-        write_quarantine(out.quarantine, quarantine)
+    # the synthesize stage of a QA main source wrote its own bad rows there already
+    write_quarantine(out.quarantine, quarantine, append=bool(base_stats))
     wall = time.perf_counter() - t0
     stats = {
         **base_stats,
         "num_samples": len(tokens),
-        "tokens": _summary(tokens),
+        "tokens": summary(tokens),
         "gold_position_hist": base_stats.get("gold_position_hist", {}),
         "answer_styles": base_stats.get("answer_styles", {}),
         "langs": dict(sorted(langs.items())),
-        "quarantined": _merge_counts(prior, count_reasons(quarantine)),
+        "quarantined": dict(sorted((Counter(prior) + Counter(count_reasons(quarantine))).items())),
+        "bad": bad_section(bad, data.max_bad_fraction),
         "samples_per_second": len(tokens) / wall if wall > 0 else None,
         "wall_seconds": wall,
         "sources": {
@@ -673,42 +658,10 @@ def import_data(cfg, run_root: Path, in_process: bool = False) -> dict:
         stats["sources"][mix_name(entry, i)]["kind"] = entry.source.kind
     write_plots(out.plots, [{"n_tokens": t, "n_docs": 0, "gold_positions": []} for t in tokens])
     out.stats.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=float) + "\n")
-    _check_bad_fraction(cfg, results)
+    check_bad_fraction(stats["bad"], out.quarantine / "rows.jsonl")
     return {
         "data_dir": str(out.dir),
         "num_samples": stats["num_samples"],
         "samples_per_second": stats["samples_per_second"],
         "quarantined": stats["quarantined"],
     }
-
-
-def _merge_counts(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return dict(sorted(out.items()))
-
-
-def _append_quarantine(folder: Path, rows: list[Malformed]) -> None:
-    """Add imported sources' bad rows to a quarantine file the synthesize stage already wrote."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "rows.jsonl").open("a", encoding="utf-8") as fh:
-        for m in rows:
-            fh.write(json.dumps(m.to_row(), ensure_ascii=False) + "\n")
-
-
-def _check_bad_fraction(cfg, results: list[SourceResult]) -> None:
-    """Fail (after quarantine/ is written) when a source's bad rows exceed `data.max_bad_fraction`; rows
-    only too long for train.max_seq_len are not bad data."""
-    limit = getattr(cfg.data, "max_bad_fraction", None)
-    if limit is None:
-        return
-    for r in results:
-        if not r.quarantine or not r.read:
-            continue
-        bad = sum(1 for m in r.quarantine if m.reason != "overlong")
-        if bad / r.read > limit:
-            raise LongctxError(
-                f"data source '{r.name}': {bad} of {r.read} rows are bad ({_reasons(r.quarantine)}), more than "
-                f"data.max_bad_fraction={limit} (see data/quarantine/rows.jsonl)"
-            )

@@ -1,4 +1,4 @@
-"""Synthesis outputs: ordered Parquet shards with a fixed schema, `stats.json`, PNG plots, quarantine rows.
+"""Synthesis outputs: ordered Parquet shards with a fixed schema, `stats.json` figures, PNG plots.
 
 Rows arrive from Ray in any order; `ShardWriter` puts them back in sample-index order and writes shard k
 with rows [k * samples_per_shard, (k + 1) * samples_per_shard) of the successful samples, so the same
@@ -7,15 +7,15 @@ plan always gives the same files, byte for byte.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longctx_core.data.records import Malformed
 from longctx_core.infra.plotting import pyplot
 
 logger = logging.getLogger(__name__)
@@ -104,16 +104,6 @@ class ShardWriter:
         return self.files
 
 
-def write_quarantine(folder: Path, rows: list[Malformed]) -> Path:
-    """`quarantine/rows.jsonl`: one JSON object per bad row (reason, detail, source, location, raw)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "rows.jsonl"
-    with path.open("w", encoding="utf-8") as fh:
-        for m in rows:
-            fh.write(json.dumps(m.to_row(), ensure_ascii=False) + "\n")
-    return path
-
-
 def sample_facts(row: dict) -> dict:
     """The few fields of a sample row that stats and plots need (rows themselves can be large)."""
     meta = row["meta"]
@@ -141,7 +131,8 @@ def position_histogram(rows: list[dict], bins: int = 10) -> dict[str, int]:
     return {f"{i / bins:.1f}-{(i + 1) / bins:.1f}": c for i, c in enumerate(hist)}
 
 
-def _summary(values: list[int]) -> dict:
+def summary(values: list[int]) -> dict:
+    """min, median, max and mean of `values` (all None when there are none)."""
     if not values:
         return {"min": None, "median": None, "max": None, "mean": None}
     return {
@@ -152,23 +143,21 @@ def _summary(values: list[int]) -> dict:
     }
 
 
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[str(v)] = out.get(str(v), 0) + 1
-    return dict(sorted(out.items()))
+def tally(values: Iterable) -> dict[str, int]:
+    """{str(value): occurrences}, sorted by key."""
+    return dict(sorted(Counter(str(v) for v in values).items()))
 
 
 def sample_stats(rows: list[dict]) -> dict:
     """Token/document/position/style/language figures over `sample_facts` of the written samples."""
     return {
         "num_samples": len(rows),
-        "tokens": _summary([r["n_tokens"] for r in rows]),
-        "n_docs": _summary([r["n_docs"] for r in rows]),
+        "tokens": summary([r["n_tokens"] for r in rows]),
+        "n_docs": summary([r["n_docs"] for r in rows]),
         "gold_position_hist": position_histogram(rows),
-        "answer_styles": _count(r["answer_style"] for r in rows),
-        "langs": _count(r["lang"] for r in rows),
-        "turns": _count(r["turns"] for r in rows),
+        "answer_styles": tally(r["answer_style"] for r in rows),
+        "langs": tally(r["lang"] for r in rows),
+        "turns": tally(r["turns"] for r in rows),
         "evidence_fallback_turns": sum(r["fallbacks"] for r in rows),
         "truncated_distractors": sum(r["truncated"] for r in rows),
     }

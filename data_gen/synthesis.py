@@ -16,12 +16,20 @@ import json
 import logging
 import os
 import time
-import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen.outputs import ShardWriter, sample_stats, write_plots, write_quarantine
+from data_gen.outputs import ShardWriter, sample_stats, write_plots
+from data_gen.quarantine import (
+    bad_section,
+    check_bad_fraction,
+    count_reasons,
+    describe_exception,
+    reasons_text,
+    source_bad,
+    write_quarantine,
+)
 from data_gen.tokenizer import chat_tokenizer, tokenizer_path
 from data_gen.validate import validate_row
 from longctx_core.data import styles
@@ -37,7 +45,7 @@ from longctx_core.data.compose import (
 from longctx_core.data.evidence import Evidence, EvidenceError, locate_evidence
 from longctx_core.data.records import Document, Malformed, QARecord
 from longctx_core.data.seeding import derive_seed, rng_for
-from longctx_core.data.sources import check_source, iter_records
+from longctx_core.data.sources import RAW_CHARS, check_source, iter_records
 from longctx_core.data.split import split_of
 from longctx_core.errors import LongctxError
 from longctx_core.infra.layout import RunLayout
@@ -104,7 +112,7 @@ def prepare_records(cfg, tok) -> Prepared:
             prep.quarantine.append(_bad_record("evidence_exception", describe_exception(exc), item))
     if not valid:
         raise LongctxError(
-            f"data.source: no usable record among {prep.read} read ({_reasons(prep.quarantine)})"
+            f"data.source: no usable record among {prep.read} read ({reasons_text(prep.quarantine)})"
         )
     docs = list(dict.fromkeys(d for rec, _ in valid for d in rec.evidence_docs))
     doc_lang = {}
@@ -126,7 +134,9 @@ def prepare_records(cfg, tok) -> Prepared:
         if cost + overhead[rec.lang] > lo - token_tolerance(lo):
             detail = f"{cost} tokens of gold documents and turn > smallest target {lo} minus tolerance"
             prep.quarantine.append(
-                Malformed("document_too_long", detail, rec.source, rec.id, rec.evidence_docs[0].text[:2000])
+                Malformed(
+                    "document_too_long", detail, rec.source, rec.id, rec.evidence_docs[0].text[:RAW_CHARS]
+                )
             )
             continue
         prep.records[split_of(rec.id, data.eval_fraction, seed)].append((rec, ev, cost))
@@ -139,7 +149,9 @@ def prepare_records(cfg, tok) -> Prepared:
 
 def _bad_record(reason: str, detail: str, rec: QARecord) -> Malformed:
     """A quarantine row for a parsed record that cannot be used (the record itself is the raw text)."""
-    return Malformed(reason, detail, rec.source, rec.id, json.dumps(rec.to_dict(), ensure_ascii=False)[:2000])
+    return Malformed(
+        reason, detail, rec.source, rec.id, json.dumps(rec.to_dict(), ensure_ascii=False)[:RAW_CHARS]
+    )
 
 
 def heldout_records(cfg, tok) -> tuple[list[tuple[QARecord, Evidence]], DocPool]:
@@ -147,10 +159,6 @@ def heldout_records(cfg, tok) -> tuple[list[tuple[QARecord, Evidence]], DocPool]
     evaluate stage needs to compose its own samples (e.g. one question at fixed gold positions)."""
     prep = prepare_records(cfg, tok)
     return [(rec, ev) for rec, ev, _ in prep.records["eval"]], DocPool(*prep.pools["eval"])
-
-
-def _reasons(rows: Iterable[Malformed]) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in _count_reasons(list(rows)).items()) or "no rows"
 
 
 def _draw_target(data, rng) -> int:
@@ -217,17 +225,6 @@ class ComposeSettings:
     max_tokens: int | None
     run_seed: int
     source: str
-
-
-def describe_exception(exc: BaseException) -> str:
-    """`ExcType: message [at file.py:line in function]` (innermost frame): the quarantine detail of an
-    unexpected exception, enough to find the bug without a traceback."""
-    text = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        text += f" [at {Path(last.filename).name}:{last.lineno} in {last.name}]"
-    return text
 
 
 def _sample_problem(task: dict, tok, pools, settings: ComposeSettings, sid: str) -> tuple[dict | None, dict]:
@@ -423,15 +420,18 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
     quarantine = prep.quarantine + failed
     write_quarantine(out.quarantine, quarantine)  # first: a failing stage still leaves the evidence
     if not writers["train"].rows:
-        raise LongctxError(f"data: no training sample could be composed ({_reasons(failed)})")
+        raise LongctxError(f"data: no training sample could be composed ({reasons_text(failed)})")
     train_rows = writers["train"].rows
     write_plots(out.plots, train_rows)
     n_total = sum(len(w.rows) for w in writers.values())
     stats = {
         **sample_stats(train_rows),
         "eval": sample_stats(writers["eval"].rows) if "eval" in writers else None,
-        "quarantined": _count_reasons(quarantine),
-        "bad": bad_summary(prep.quarantine, failed, prep.read, len(tasks), data.max_bad_fraction),
+        "quarantined": count_reasons(quarantine),
+        "bad": bad_section(
+            {data.source.kind: source_bad(prep.quarantine, prep.read, failed, len(tasks))},
+            data.max_bad_fraction,
+        ),
         "records": {
             "read": prep.read,
             "train": len(prep.records["train"]),
@@ -457,57 +457,3 @@ def synthesize(cfg, run_root: Path, in_process: bool = False) -> dict:
         "data_dir": str(out.dir),
         **{k: stats[k] for k in ("num_samples", "samples_per_second", "quarantined")},
     }
-
-
-# Quarantine reasons of sound source rows that are simply not usable here: the source itself marks the
-# question unanswerable (SQuAD v2 `is_impossible`), or the record is longer than the smallest target (a
-# property of the target lengths chosen, not a defect). Counted in stats.json, not against max_bad_fraction.
-NOT_BAD = frozenset({"no_answer", "document_too_long"})
-
-
-def bad_summary(
-    source_bad: list[Malformed], failed: list[Malformed], read: int, planned: int, limit: float
-) -> dict:
-    """The figures `data.max_bad_fraction` is checked against, for stats.json:
-
-        {"source": {"bad", "of"}, "samples": {"bad", "of"}, "fraction", "max_bad_fraction",
-         "not_counted": {reason: n}, "by_reason": {reason: n} (of the bad ones)}
-
-    Two populations, each measured against its own size, and the worse share is `fraction`:
-    - source: quarantined rows and records (malformed, no evidence, unexpected errors; `NOT_BAD` reasons
-      excluded) out of the rows read;
-    - samples: planned samples that could not be composed (any reason) out of the samples planned.
-    A single pooled denominator would let a large source hide a failing composer: with 2,655 NQ rows read
-    and 40 samples planned, half the samples failing would be under 1%.
-    """
-    src = sum(1 for m in source_bad if m.reason not in NOT_BAD)
-    shares = [src / read if read else 0.0, len(failed) / planned if planned else 0.0]
-    return {
-        "source": {"bad": src, "of": read},
-        "samples": {"bad": len(failed), "of": planned},
-        "fraction": max(shares),
-        "max_bad_fraction": limit,
-        "not_counted": _count_reasons([m for m in source_bad if m.reason in NOT_BAD]),
-        "by_reason": _count_reasons([m for m in source_bad if m.reason not in NOT_BAD] + failed),
-    }
-
-
-def check_bad_fraction(bad: dict, rows_path: Path) -> None:
-    """Raise a one-line `LongctxError` when `bad_summary`'s fraction exceeds its limit (call it after
-    quarantine/ and stats.json are written, so nothing is lost)."""
-    if bad["fraction"] <= bad["max_bad_fraction"]:
-        return
-    src, smp = bad["source"], bad["samples"]
-    reasons = ", ".join(f"{k}: {v}" for k, v in bad["by_reason"].items())
-    raise LongctxError(
-        f"data: {bad['fraction']:.1%} bad > data.max_bad_fraction {bad['max_bad_fraction']:.1%} "
-        f"(source rows {src['bad']}/{src['of']}, samples {smp['bad']}/{smp['of']}; {reasons}); "
-        f"rows in {rows_path}"
-    )
-
-
-def _count_reasons(rows: list[Malformed]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for m in rows:
-        counts[m.reason] = counts.get(m.reason, 0) + 1
-    return dict(sorted(counts.items()))

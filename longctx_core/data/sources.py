@@ -39,8 +39,8 @@ from longctx_core.errors import LongctxError
 
 logger = logging.getLogger(__name__)
 
-_RAW_CHARS = 2000  # how much of a bad row quarantine keeps
-_DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+RAW_CHARS = 2000  # how much of a bad row quarantine keeps
+DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 
 
 class BadRow(ValueError):
@@ -55,7 +55,7 @@ class BadRow(ValueError):
 # ---- files ------------------------------------------------------------------------------------------------
 
 
-def source_files(path: str | Path, suffixes: tuple[str, ...] = _DATA_SUFFIXES) -> list[Path]:
+def source_files(path: str | Path, suffixes: tuple[str, ...] = DATA_SUFFIXES) -> list[Path]:
     """The data files at `path` (a file, or a folder searched recursively), sorted; raises LongctxError."""
     p = Path(path).expanduser()
     if p.is_file():
@@ -83,12 +83,12 @@ def iter_json_lines(path: Path) -> Iterator[tuple[str, Any]]:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield loc, BadRow("bad_encoding", f"{exc.reason} at byte {exc.start}"), raw[:_RAW_CHARS]
+                    yield loc, BadRow("bad_encoding", f"{exc.reason} at byte {exc.start}"), raw[:RAW_CHARS]
                     continue
                 try:
                     yield loc, json.loads(text), text
                 except json.JSONDecodeError as exc:
-                    yield loc, BadRow("bad_json", exc.msg), text[:_RAW_CHARS]
+                    yield loc, BadRow("bad_json", exc.msg), text[:RAW_CHARS]
     except (OSError, EOFError) as exc:
         raise LongctxError(f"data.source.path: cannot read {path}: {exc}") from None
 
@@ -351,7 +351,7 @@ def _parser(source_cfg):
 def _raw_text(raw: Any, row: Any) -> str:
     if raw:
         return raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
-    return json.dumps(row, ensure_ascii=False, default=str)[:_RAW_CHARS]
+    return json.dumps(row, ensure_ascii=False, default=str)[:RAW_CHARS]
 
 
 def iter_records(source_cfg, seed: int) -> Iterator[QARecord | Malformed]:
