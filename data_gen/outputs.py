@@ -65,19 +65,43 @@ def write_shard(folder: Path, index: int, rows: list[dict], schema) -> Path:
     return path
 
 
-class ShardWriter:
+class ShardFiles:
+    """Rows given in order -> `part-NNNNN.parquet` shards of `rows_per_shard` rows each (`schema`): the
+    buffering both writers share (the caller prepares `folder`)."""
+
+    def __init__(self, folder: Path, rows_per_shard: int, schema: pa.Schema) -> None:
+        self.folder = Path(folder)
+        self.rows_per_shard = rows_per_shard
+        self.schema = schema
+        self._pending: list[dict] = []
+        self.files: list[Path] = []
+
+    def _put(self, row: dict) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.rows_per_shard:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.files.append(write_shard(self.folder, len(self.files), self._pending, self.schema))
+            self._pending = []
+
+    def close(self) -> list[Path]:
+        """Flush the last shard; returns the shard paths."""
+        self._flush()
+        return self.files
+
+
+class ShardWriter(ShardFiles):
     """Collects (index, row | None) in any order; writes `part-NNNNN.parquet` shards in index order."""
 
     def __init__(self, folder: Path, rows_per_shard: int) -> None:
-        self.folder = Path(folder)
+        super().__init__(folder, rows_per_shard, SAMPLE_SCHEMA)
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in self.folder.glob("part-*.parquet"):  # a re-run must not leave stale shards behind
             old.unlink()
-        self.rows_per_shard = rows_per_shard
         self._waiting: dict[int, dict | None] = {}
         self._next = 0
-        self._pending: list[dict] = []
-        self.files: list[Path] = []
         self.rows: list[dict] = []  # light per-sample facts for stats (no messages)
 
     def add(self, index: int, row: dict | None) -> None:
@@ -86,22 +110,14 @@ class ShardWriter:
             ready = self._waiting.pop(self._next)
             self._next += 1
             if ready is not None:
-                self._pending.append(ready)
                 self.rows.append(sample_facts(ready))
-            if len(self._pending) >= self.rows_per_shard:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self.files.append(write_shard(self.folder, len(self.files), self._pending, SAMPLE_SCHEMA))
-            self._pending = []
+                self._put(ready)
 
     def close(self) -> list[Path]:
         """Flush the last shard; returns the shard paths. Raises if some index never arrived."""
         if self._waiting:
             raise RuntimeError(f"samples missing before index(es) {sorted(self._waiting)[:5]}")
-        self._flush()
-        return self.files
+        return super().close()
 
 
 def sample_facts(row: dict) -> dict:

@@ -68,14 +68,14 @@ def source_files(path: str | Path, suffixes: tuple[str, ...] = DATA_SUFFIXES) ->
     raise LongctxError(f"data.source.path: {p} does not exist")
 
 
-def _open_bytes(path: Path):
+def open_bytes(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[str, Any]]:
     """(location, parsed object or BadRow, raw line) per non-empty line of a (gzipped) JSONL file."""
     try:
-        with _open_bytes(path) as fh:
+        with open_bytes(path) as fh:
             for n, raw in enumerate(fh, start=1):
                 loc = f"{path.name}:{n}"
                 if not raw.strip():
@@ -99,7 +99,7 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str]]:
         yield from iter_json_lines(path)
         return
     try:
-        with _open_bytes(path) as fh:
+        with open_bytes(path) as fh:
             doc = json.loads(fh.read().decode("utf-8"))
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LongctxError(f"data.source.path: cannot read {path} as JSON: {exc}") from None
@@ -410,7 +410,7 @@ def check_source(source_cfg) -> None:
         return
     for f in source_files(source_cfg.path):
         try:
-            with _open_bytes(f) as fh:
+            with open_bytes(f) as fh:
                 fh.read(1)
         except (OSError, EOFError) as exc:
             raise LongctxError(f"data.source.path: cannot read {f}: {exc}") from None

@@ -212,10 +212,10 @@ def test_sniffing_skips_bad_lines_and_says_what_it_saw():
 
 
 def test_auto_format_is_logged(caplog, tmp_path):
-    from data_gen.importer import read_units, resolve_format
+    from data_gen.importing.reading import read_units, resolve_format
 
     cfg = load_config(None, ["data.source.kind=chat", f"data.source.path={FIX / 'sharegpt.jsonl'}"])
-    with caplog.at_level(logging.INFO, logger="data_gen.importer"):
+    with caplog.at_level(logging.INFO, logger="data_gen.importing.reading"):
         assert resolve_format(cfg.data.source, read_units(cfg.data.source)) == "sharegpt"
     assert "reads as 'sharegpt'" in caplog.text
 
@@ -281,7 +281,7 @@ def test_unreadable_source_fails_before_ray(tmp_path, capsys):
 
 
 def _import_in_process(base: Path, *overrides: str) -> Path:
-    from data_gen.importer import import_data
+    from data_gen.importing import import_data
 
     cfg = load_config(None, [f"run.storage_path={base}", "run.name=bad", "train.max_seq_len=256", *overrides])
     import_data(cfg, base / "bad", in_process=True)

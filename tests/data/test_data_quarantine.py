@@ -123,7 +123,7 @@ def test_unexpected_error_in_one_sample_is_quarantined(tok):
 
 
 def test_memory_error_is_not_swallowed(tok, monkeypatch):
-    import data_gen.synthesis as pipeline
+    import data_gen.synthesis.composing as pipeline
 
     prep, tasks = _planned(tok, 1)
 
@@ -140,7 +140,7 @@ def test_memory_error_is_not_swallowed(tok, monkeypatch):
 
 
 def test_unexpected_error_locating_evidence_is_quarantined(tok, monkeypatch):
-    import data_gen.synthesis as pipeline
+    import data_gen.synthesis.planning as pipeline
 
     real = pipeline.locate_evidence
 
