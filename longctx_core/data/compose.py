@@ -37,7 +37,7 @@ from typing import Any
 
 from longctx_core.data import styles
 from longctx_core.data.evidence import Evidence, locate_evidence
-from longctx_core.data.records import AnswerStyle, Document, LongSample, QARecord
+from longctx_core.data.records import AnswerStyle, Document, LongSample, QARecord, Rejected
 from longctx_core.data.seeding import rng_for
 from longctx_core.data.text import sentence_spans
 from longctx_core.data.token_count import chat_tokens, count_doc_tokens, count_texts, count_tokens
@@ -55,13 +55,8 @@ def token_tolerance(target: int) -> int:
     return max(64, int(0.03 * target))
 
 
-class ComposeError(ValueError):
+class ComposeError(Rejected):
     """A sample cannot be composed from these records; `reason` is the quarantine key."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

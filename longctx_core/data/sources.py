@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from longctx_core.data.records import Document, Malformed, QARecord
+from longctx_core.data.records import Document, Malformed, QARecord, Rejected
 from longctx_core.data.text import detect_lang, sentence_spans
 from longctx_core.errors import LongctxError
 
@@ -43,13 +43,8 @@ RAW_CHARS = 2000  # how much of a bad row quarantine keeps
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 
 
-class BadRow(ValueError):
+class BadRow(Rejected):
     """A row-level problem; `reason` is the quarantine key."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 # ---- files ------------------------------------------------------------------------------------------------
