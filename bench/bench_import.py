@@ -4,7 +4,7 @@
 
 Both sides run the same functions over the same generated ShareGPT rows (multi-turn, a few hundred to a
 few thousand tokens each, a few bad rows), with the tiny BPE tokenizer: the import stage
-(`data_gen.importer.import_source`: parse, normalise roles, validate, tokenise with the chat template,
+(`data_gen.importing.import_source`: parse, normalise roles, validate, tokenise with the chat template,
 write Parquet), then the training stream's tokenise + label mask + first-fit-decreasing packing
 (`longctx_core.train.packing.TokenizePack` over windows of `train.pack_window` rows). On Ray Data that is the
 import's read tasks and actor pool, then `packed_dataset` with `train.data_workers` actors; the loop calls
@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
 
     import ray
 
-    from data_gen.importer import import_source
+    from data_gen.importing import import_source
     from data_gen.tokenizer import chat_tokenizer, tokenizer_path
     from longctx_core.infra.resources import cpus_per_actor
 

@@ -27,7 +27,7 @@ row that breaks a rule is quarantined with its reason (the keys counted in stats
     role_order         system not first, two turns of one role in a row, a first turn that is not user,
                        or a last turn that is not assistant
     overlong           more tokens than train.max_seq_len with train.overlong=error (checked after
-                       tokenising, in `data_gen.importer`)
+                       tokenising, in `data_gen.importing.rows`)
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class TokenizerSpec:
 
 
 def spec_of(tokenizer) -> TokenizerSpec:
-    """The spec of a loaded fast tokenizer with a chat template (`data_gen.synthesis.load_tokenizer`)."""
+    """The spec of a loaded fast tokenizer with a chat template (`data_gen.tokenizer.chat_tokenizer`)."""
     template = tokenizer.chat_template
     if not isinstance(template, str):
         raise ValueError("spec_of: the tokenizer has no single chat template to render with")

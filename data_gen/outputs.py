@@ -1,4 +1,4 @@
-"""Synthesis outputs: ordered Parquet shards with a fixed schema, `stats.json`, PNG plots, quarantine rows.
+"""Synthesis outputs: ordered Parquet shards with a fixed schema, `stats.json` figures, PNG plots.
 
 Rows arrive from Ray in any order; `ShardWriter` puts them back in sample-index order and writes shard k
 with rows [k * samples_per_shard, (k + 1) * samples_per_shard) of the successful samples, so the same
@@ -7,15 +7,15 @@ plan always gives the same files, byte for byte.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longctx_core.data.records import Malformed
 from longctx_core.infra.plotting import pyplot
 
 logger = logging.getLogger(__name__)
@@ -65,19 +65,43 @@ def write_shard(folder: Path, index: int, rows: list[dict], schema) -> Path:
     return path
 
 
-class ShardWriter:
+class ShardFiles:
+    """Rows given in order -> `part-NNNNN.parquet` shards of `rows_per_shard` rows each (`schema`): the
+    buffering both writers share (the caller prepares `folder`)."""
+
+    def __init__(self, folder: Path, rows_per_shard: int, schema: pa.Schema) -> None:
+        self.folder = Path(folder)
+        self.rows_per_shard = rows_per_shard
+        self.schema = schema
+        self._pending: list[dict] = []
+        self.files: list[Path] = []
+
+    def _put(self, row: dict) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.rows_per_shard:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.files.append(write_shard(self.folder, len(self.files), self._pending, self.schema))
+            self._pending = []
+
+    def close(self) -> list[Path]:
+        """Flush the last shard; returns the shard paths."""
+        self._flush()
+        return self.files
+
+
+class ShardWriter(ShardFiles):
     """Collects (index, row | None) in any order; writes `part-NNNNN.parquet` shards in index order."""
 
     def __init__(self, folder: Path, rows_per_shard: int) -> None:
-        self.folder = Path(folder)
+        super().__init__(folder, rows_per_shard, SAMPLE_SCHEMA)
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in self.folder.glob("part-*.parquet"):  # a re-run must not leave stale shards behind
             old.unlink()
-        self.rows_per_shard = rows_per_shard
         self._waiting: dict[int, dict | None] = {}
         self._next = 0
-        self._pending: list[dict] = []
-        self.files: list[Path] = []
         self.rows: list[dict] = []  # light per-sample facts for stats (no messages)
 
     def add(self, index: int, row: dict | None) -> None:
@@ -86,32 +110,14 @@ class ShardWriter:
             ready = self._waiting.pop(self._next)
             self._next += 1
             if ready is not None:
-                self._pending.append(ready)
                 self.rows.append(sample_facts(ready))
-            if len(self._pending) >= self.rows_per_shard:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self.files.append(write_shard(self.folder, len(self.files), self._pending, SAMPLE_SCHEMA))
-            self._pending = []
+                self._put(ready)
 
     def close(self) -> list[Path]:
         """Flush the last shard; returns the shard paths. Raises if some index never arrived."""
         if self._waiting:
             raise RuntimeError(f"samples missing before index(es) {sorted(self._waiting)[:5]}")
-        self._flush()
-        return self.files
-
-
-def write_quarantine(folder: Path, rows: list[Malformed]) -> Path:
-    """`quarantine/rows.jsonl`: one JSON object per bad row (reason, detail, source, location, raw)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "rows.jsonl"
-    with path.open("w", encoding="utf-8") as fh:
-        for m in rows:
-            fh.write(json.dumps(m.to_row(), ensure_ascii=False) + "\n")
-    return path
+        return super().close()
 
 
 def sample_facts(row: dict) -> dict:
@@ -141,7 +147,8 @@ def position_histogram(rows: list[dict], bins: int = 10) -> dict[str, int]:
     return {f"{i / bins:.1f}-{(i + 1) / bins:.1f}": c for i, c in enumerate(hist)}
 
 
-def _summary(values: list[int]) -> dict:
+def summary(values: list[int]) -> dict:
+    """min, median, max and mean of `values` (all None when there are none)."""
     if not values:
         return {"min": None, "median": None, "max": None, "mean": None}
     return {
@@ -152,23 +159,21 @@ def _summary(values: list[int]) -> dict:
     }
 
 
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[str(v)] = out.get(str(v), 0) + 1
-    return dict(sorted(out.items()))
+def tally(values: Iterable) -> dict[str, int]:
+    """{str(value): occurrences}, sorted by key."""
+    return dict(sorted(Counter(str(v) for v in values).items()))
 
 
 def sample_stats(rows: list[dict]) -> dict:
     """Token/document/position/style/language figures over `sample_facts` of the written samples."""
     return {
         "num_samples": len(rows),
-        "tokens": _summary([r["n_tokens"] for r in rows]),
-        "n_docs": _summary([r["n_docs"] for r in rows]),
+        "tokens": summary([r["n_tokens"] for r in rows]),
+        "n_docs": summary([r["n_docs"] for r in rows]),
         "gold_position_hist": position_histogram(rows),
-        "answer_styles": _count(r["answer_style"] for r in rows),
-        "langs": _count(r["lang"] for r in rows),
-        "turns": _count(r["turns"] for r in rows),
+        "answer_styles": tally(r["answer_style"] for r in rows),
+        "langs": tally(r["lang"] for r in rows),
+        "turns": tally(r["turns"] for r in rows),
         "evidence_fallback_turns": sum(r["fallbacks"] for r in rows),
         "truncated_distractors": sum(r["truncated"] for r in rows),
     }

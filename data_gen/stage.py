@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 def check(cfg) -> None:
     """Before Ray: the sources can be read (the config schema checked the rest)."""
-    from data_gen.importer import check_import_inputs, needs_import
+    from data_gen.importing import check_import_inputs, needs_import
     from data_gen.synthesis import check_synthesis_inputs
 
     check_synthesis_inputs(cfg)
@@ -22,7 +22,7 @@ def check(cfg) -> None:
 
 def run(cfg, checked=None) -> dict:
     """Prepare the run folder and write <run>/data/; returns the summary."""
-    from data_gen.importer import import_data, needs_import
+    from data_gen.importing import import_data, needs_import
     from data_gen.synthesis import synthesize
     from longctx_core.infra.runs import prepare_run_dir
 

@@ -149,7 +149,9 @@ def quantize_linears(model, device: str, compute_dtype) -> int:
             if child.bias is not None:
                 q.bias = nn.Parameter(child.bias.data, requires_grad=False)
             if hasattr(q, "support_avx512bf16_for_cpu"):
-                q.support_avx512bf16_for_cpu = False  # keep the generic layout on CPU (see longctx_core.model.loading)
+                q.support_avx512bf16_for_cpu = (
+                    False  # keep the generic layout on CPU (see longctx_core.model.loading)
+                )
             setattr(parent, name, q)
             n += 1
     model.is_loaded_in_4bit = True  # PEFT then wraps the 4-bit layers with its bnb LoRA layer

@@ -103,10 +103,9 @@ class DataConfig(Section):
         0.05,
         ge=0,
         le=1,
-        description="The synthesize stage fails (after writing quarantine/ and stats.json) when the worse of two "
-        "shares exceeds this: bad source rows / rows read (malformed, no evidence, unexpected errors; rows the "
-        "source marks unanswerable and records longer than the smallest target are quarantined but not "
-        "counted) and failed samples / samples planned. 1 = never fail.",
+        description="The data stage fails (after writing quarantine/ and stats.json) when, for any one source, "
+        "bad rows / rows read or failed samples / samples planned exceeds this (rows quarantined only as "
+        "unanswerable or too long for the targets or train.max_seq_len do not count; 1 = never fail).",
     )
 
     @field_validator("target_tokens", mode="before")

@@ -33,10 +33,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from longctx_core.data import styles
 from longctx_core.data.evidence import Evidence, locate_evidence
-from longctx_core.data.records import AnswerStyle, Document, LongSample, QARecord
+from longctx_core.data.records import AnswerStyle, Document, LongSample, QARecord, Rejected
 from longctx_core.data.seeding import rng_for
 from longctx_core.data.text import sentence_spans
 from longctx_core.data.token_count import chat_tokens, count_doc_tokens, count_texts, count_tokens
@@ -54,13 +55,8 @@ def token_tolerance(target: int) -> int:
     return max(64, int(0.03 * target))
 
 
-class ComposeError(ValueError):
+class ComposeError(Rejected):
     """A sample cannot be composed from these records; `reason` is the quarantine key."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -358,11 +354,7 @@ def compose_sample(
     (the pool holds too little text to reach the floor, or `max_tokens` is below it), `empty_context` (an
     unanswerable sample beside which no distractor fits), or an evidence reason.
     """
-    if not records:
-        raise ValueError("compose_sample needs at least one record")
-    if any(not 0.0 <= f <= 1.0 for f in pinned_fractions(gold_position)):
-        raise ValueError(f"gold_position must be in [0, 1], got {gold_position}")
-    lang = records[0].lang
+    lang = _check_request(records, gold_position)
     pool = (
         distractors
         if isinstance(distractors, DocPool)
@@ -370,69 +362,102 @@ def compose_sample(
     )
     evidences = list(evidences) if evidences is not None else [locate_evidence(r) for r in records]
     golds, turns = _gold_layout(records, evidences)
-    answerable = answer_style != "unanswerable"
-    sample_golds = golds if answerable else []
-    cap = min(target_tokens, max_tokens or target_tokens)
-    floor = target_tokens - token_tolerance(target_tokens)
-    needles = [a.casefold() for r in records for a in r.answers]
-    filler = _Filler(pool, lang, golds, needles, rng_for(seed, "context"))
-    # The context budget is computed with paraphrase answers for every answerable style, so twins match.
-    budget_style = "paraphrase" if answerable else "unanswerable"
-    base = chat_tokens(
-        tokenizer, _render_messages(lang, turns, sample_golds, list(range(len(golds))), budget_style)
-    )
-    if base > cap:
-        raise ComposeError("document_too_long", f"gold documents and turns take {base} tokens > target {cap}")
-    aim = cap - max(8, token_tolerance(target_tokens) // 4)  # head room for estimation error
-    drawn = filler.draw(aim - base)
-    fillers = [pool.docs[j] for j in drawn]
-    spent = sum(pool.counts[j] + _SEP_TOKENS + 1 for j in drawn)
-    cut = filler.truncated(tokenizer, aim - base - spent, lang)
-    fillers += [cut] if cut is not None else []
+    f = _Frame.of(tokenizer, records, turns, golds, pool, answer_style, target_tokens, max_tokens, seed)
+    fillers = _first_fill(f, list(range(len(golds))), target_tokens)
+    docs, slots, messages, n_tokens = _fit(f, fillers, positions or PositionSpec(), gold_position, seed)
+    if answer_style != f.budget_style:  # else already rendered and counted: tokenising 32k tokens is the cost
+        messages = f.render(docs, slots, answer_style)
+        n_tokens = chat_tokens(tokenizer, messages)
+    if not docs:  # unanswerable with no distractor that fits: a context of nothing is not a sample
+        raise ComposeError(
+            "empty_context", f"no distractor fits beside the turns ({n_tokens} of {f.cap} tokens)"
+        )
+    # plain and quote twins are shorter than the paraphrase answers the context was sized for: no floor
+    if n_tokens > f.cap or (answer_style == f.budget_style and n_tokens < f.floor):
+        raise ComposeError("token_target_missed", f"{n_tokens} tokens for target {target_tokens}")
+    return _sample(f, sample_id, messages, n_tokens, docs, slots, answer_style, target_tokens, seed, run_seed)
 
+
+def _check_request(records: Sequence[QARecord], gold_position) -> str:
+    """The sample's language (its first record's); raises ValueError for a request no sample can meet."""
+    if not records:
+        raise ValueError("compose_sample needs at least one record")
+    if any(not 0.0 <= f <= 1.0 for f in pinned_fractions(gold_position)):
+        raise ValueError(f"gold_position must be in [0, 1], got {gold_position}")
+    return records[0].lang
+
+
+@dataclass
+class _Frame:
+    """What the steps of one sample's composition share."""
+
+    tokenizer: Any
+    lang: str
+    turns: list[_Turn]
+    golds: list[Document]  # the sample's gold documents: none in an unanswerable sample
+    # The context budget is computed with paraphrase answers for every answerable style, so twins match.
+    budget_style: str
+    cap: int  # the most tokens: min(target, max_tokens)
+    floor: int  # the fewest: target - token_tolerance(target)
+    filler: _Filler
+
+    @staticmethod
+    def of(tokenizer, records, turns, golds, pool, answer_style, target_tokens, max_tokens, seed) -> _Frame:
+        answerable = answer_style != "unanswerable"
+        lang = records[0].lang
+        needles = [a.casefold() for r in records for a in r.answers]
+        return _Frame(
+            tokenizer,
+            lang,
+            turns,
+            golds if answerable else [],
+            "paraphrase" if answerable else "unanswerable",
+            min(target_tokens, max_tokens or target_tokens),
+            target_tokens - token_tolerance(target_tokens),
+            _Filler(pool, lang, golds, needles, rng_for(seed, "context")),
+        )
+
+    def render(self, docs: list[Document], slots: list[int], style: str) -> list[dict[str, str]]:
+        return _render_messages(self.lang, self.turns, docs, slots, style)
+
+
+def _first_fill(f: _Frame, gold_slots: list[int], target_tokens: int) -> list[Document]:
+    """The distractors chosen by estimate: whole pool documents by their token counts into the room the
+    golds and turns leave (less head room for estimation error), then a truncated one for the last gap.
+    Raises ComposeError `document_too_long` when the golds and turns alone exceed the cap."""
+    base = chat_tokens(f.tokenizer, f.render(f.golds, gold_slots, f.budget_style))
+    if base > f.cap:
+        raise ComposeError(
+            "document_too_long", f"gold documents and turns take {base} tokens > target {f.cap}"
+        )
+    aim = f.cap - max(8, token_tolerance(target_tokens) // 4)  # head room for estimation error
+    pool = f.filler.pool
+    drawn = f.filler.draw(aim - base)
+    spent = sum(pool.counts[j] + _SEP_TOKENS + 1 for j in drawn)
+    cut = f.filler.truncated(f.tokenizer, aim - base - spent, f.lang)
+    return [pool.docs[j] for j in drawn] + ([cut] if cut is not None else [])
+
+
+def _fit(f: _Frame, fillers: list[Document], spec: PositionSpec, gold_position, seed: int):
+    """Place the golds among `fillers` and count the rendered chat exactly, for up to MAX_ROUNDS rounds:
+    over the cap drops the last-added distractor (an estimation error), under the floor adds a truncated
+    one. Returns the last round's (docs, slots, messages, n_tokens), in the budget style."""
     for _ in range(MAX_ROUNDS):
-        n_docs = len(sample_golds) + len(fillers)
-        rng = rng_for(seed, "positions")
-        slots = place_golds(n_docs, len(sample_golds), positions or PositionSpec(), gold_position, rng)
-        docs = _interleave(sample_golds, slots, fillers)
-        budget_messages = _render_messages(lang, turns, docs, slots, budget_style)
-        n_budget = chat_tokens(tokenizer, budget_messages)
-        if n_budget > cap and fillers:
-            fillers = fillers[:-1]  # over by an estimation error: drop the last-added distractor
+        n_docs = len(f.golds) + len(fillers)
+        slots = place_golds(n_docs, len(f.golds), spec, gold_position, rng_for(seed, "positions"))
+        docs = _interleave(f.golds, slots, fillers)
+        messages = f.render(docs, slots, f.budget_style)
+        n_tokens = chat_tokens(f.tokenizer, messages)
+        if n_tokens > f.cap and fillers:
+            fillers = fillers[:-1]
             continue
-        if n_budget < floor:
-            more = filler.truncated(tokenizer, cap - n_budget - 4, lang)
+        if n_tokens < f.floor:
+            more = f.filler.truncated(f.tokenizer, f.cap - n_tokens - 4, f.lang)
             if more is not None:
                 fillers = fillers + [more]
                 continue
         break
-    if answer_style == budget_style:  # already rendered and counted: tokenising 32k tokens is the cost
-        messages, n_tokens = budget_messages, n_budget
-    else:
-        messages = _render_messages(lang, turns, docs, slots, answer_style)
-        n_tokens = chat_tokens(tokenizer, messages)
-    if not docs:  # unanswerable with no distractor that fits: a context of nothing is not a sample
-        raise ComposeError(
-            "empty_context", f"no distractor fits beside the turns ({n_tokens} of {cap} tokens)"
-        )
-    # plain and quote twins are shorter than the paraphrase answers the context was sized for: no floor
-    if n_tokens > cap or (answer_style == budget_style and n_tokens < floor):
-        raise ComposeError("token_target_missed", f"{n_tokens} tokens for target {target_tokens}")
-    truncated = sum(1 for d in docs if any(d is c for c in filler.cuts))
-    return _sample(
-        sample_id,
-        messages,
-        n_tokens,
-        docs,
-        slots,
-        turns,
-        answer_style,
-        lang,
-        target_tokens,
-        seed,
-        run_seed,
-        truncated,
-    )
+    return docs, slots, messages, n_tokens
 
 
 def _answers_of(turn: _Turn) -> list[str]:
@@ -442,9 +467,11 @@ def _answers_of(turn: _Turn) -> list[str]:
 
 
 def _sample(
-    sample_id, messages, n_tokens, docs, slots, turns, style, lang, target, seed, run_seed, truncated
-):
+    f: _Frame, sample_id, messages, n_tokens, docs, slots, style, target, seed, run_seed
+) -> LongSample:
     """The LongSample row with its metadata."""
+    turns, lang = f.turns, f.lang
+    truncated = sum(1 for d in docs if any(d is c for c in f.filler.cuts))
     answerable = style != "unanswerable"
     per_turn_pos = [[slots[g] for g in t.gold_ids] if answerable else [] for t in turns]
     evidence_docs = [

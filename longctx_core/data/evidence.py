@@ -14,19 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from longctx_core.data.records import QARecord
+from longctx_core.data.records import QARecord, Rejected
 from longctx_core.data.text import normalize, overlap, sentence_spans
 
 MIN_FALLBACK_OVERLAP = 0.5  # share of the answer's tokens the fallback sentence must contain
 
 
-class EvidenceError(ValueError):
+class EvidenceError(Rejected):
     """No evidence sentence could be found; `reason` is the quarantine reason."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

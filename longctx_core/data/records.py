@@ -3,6 +3,7 @@
 QARecord  — one question over one or more evidence documents (a normalised source row)
 Document  — a titled passage (gold evidence or a distractor)
 LongSample — one long multi-document chat sample (a row of the Parquet output)
+Malformed — a row, record or sample set aside for quarantine; Rejected — the error that says why
 """
 
 from __future__ import annotations
@@ -80,3 +81,13 @@ class Malformed:
 
     def to_row(self) -> dict:
         return asdict(self)
+
+
+class Rejected(ValueError):
+    """A row, record or sample that cannot be used (raised where it is found, quarantined by the caller as
+    a `Malformed`); `reason` is its quarantine key, `detail` the specifics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

@@ -33,29 +33,24 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from longctx_core.data.records import Document, Malformed, QARecord
+from longctx_core.data.records import Document, Malformed, QARecord, Rejected
 from longctx_core.data.text import detect_lang, sentence_spans
 from longctx_core.errors import LongctxError
 
 logger = logging.getLogger(__name__)
 
-_RAW_CHARS = 2000  # how much of a bad row quarantine keeps
-_DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+RAW_CHARS = 2000  # how much of a bad row quarantine keeps
+DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 
 
-class BadRow(ValueError):
+class BadRow(Rejected):
     """A row-level problem; `reason` is the quarantine key."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 # ---- files ------------------------------------------------------------------------------------------------
 
 
-def source_files(path: str | Path, suffixes: tuple[str, ...] = _DATA_SUFFIXES) -> list[Path]:
+def source_files(path: str | Path, suffixes: tuple[str, ...] = DATA_SUFFIXES) -> list[Path]:
     """The data files at `path` (a file, or a folder searched recursively), sorted; raises LongctxError."""
     p = Path(path).expanduser()
     if p.is_file():
@@ -68,14 +63,14 @@ def source_files(path: str | Path, suffixes: tuple[str, ...] = _DATA_SUFFIXES) -
     raise LongctxError(f"data.source.path: {p} does not exist")
 
 
-def _open_bytes(path: Path):
+def open_bytes(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[str, Any]]:
     """(location, parsed object or BadRow, raw line) per non-empty line of a (gzipped) JSONL file."""
     try:
-        with _open_bytes(path) as fh:
+        with open_bytes(path) as fh:
             for n, raw in enumerate(fh, start=1):
                 loc = f"{path.name}:{n}"
                 if not raw.strip():
@@ -83,12 +78,12 @@ def iter_json_lines(path: Path) -> Iterator[tuple[str, Any]]:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield loc, BadRow("bad_encoding", f"{exc.reason} at byte {exc.start}"), raw[:_RAW_CHARS]
+                    yield loc, BadRow("bad_encoding", f"{exc.reason} at byte {exc.start}"), raw[:RAW_CHARS]
                     continue
                 try:
                     yield loc, json.loads(text), text
                 except json.JSONDecodeError as exc:
-                    yield loc, BadRow("bad_json", exc.msg), text[:_RAW_CHARS]
+                    yield loc, BadRow("bad_json", exc.msg), text[:RAW_CHARS]
     except (OSError, EOFError) as exc:
         raise LongctxError(f"data.source.path: cannot read {path}: {exc}") from None
 
@@ -99,7 +94,7 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str]]:
         yield from iter_json_lines(path)
         return
     try:
-        with _open_bytes(path) as fh:
+        with open_bytes(path) as fh:
             doc = json.loads(fh.read().decode("utf-8"))
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LongctxError(f"data.source.path: cannot read {path} as JSON: {exc}") from None
@@ -351,7 +346,7 @@ def _parser(source_cfg):
 def _raw_text(raw: Any, row: Any) -> str:
     if raw:
         return raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
-    return json.dumps(row, ensure_ascii=False, default=str)[:_RAW_CHARS]
+    return json.dumps(row, ensure_ascii=False, default=str)[:RAW_CHARS]
 
 
 def iter_records(source_cfg, seed: int) -> Iterator[QARecord | Malformed]:
@@ -410,7 +405,7 @@ def check_source(source_cfg) -> None:
         return
     for f in source_files(source_cfg.path):
         try:
-            with _open_bytes(f) as fh:
+            with open_bytes(f) as fh:
                 fh.read(1)
         except (OSError, EOFError) as exc:
             raise LongctxError(f"data.source.path: cannot read {f}: {exc}") from None

@@ -35,7 +35,7 @@ from longctx_core.config import Config, ConfigError
 logger = logging.getLogger(__name__)
 
 # What each stage's actors ask for at most: cpus_per_actor's caps (longctx_core/infra/resources.py) as the call
-# sites use them (data_gen/synthesis.py, longctx_core/train/packing.py via train.driver.train, eval/generate.py).
+# sites use them (data_gen/synthesis/composing.py, data_gen/importing/, longctx_core/train/packing.py via train.driver.train, eval/generate.py).
 ACTOR_CPU_CAP = 1.0
 TRAIN_WORKER_CPU_CAP = 8.0
 STAGES_RUN = {

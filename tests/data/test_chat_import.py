@@ -14,6 +14,7 @@ import pytest
 from data_gen.chat_import import chat_row, normalise, sniff_format
 from longctx_core.config import ConfigError, load_config
 from longctx_core.data.sources import BadRow
+from longctx_core.errors import LongctxError
 
 FIX = Path(__file__).parent / "fixtures" / "chat"
 # Short rows: the fixtures' overlong row (~700 tokens) must exceed the training length.
@@ -211,10 +212,10 @@ def test_sniffing_skips_bad_lines_and_says_what_it_saw():
 
 
 def test_auto_format_is_logged(caplog, tmp_path):
-    from data_gen.importer import read_units, resolve_format
+    from data_gen.importing.reading import read_units, resolve_format
 
     cfg = load_config(None, ["data.source.kind=chat", f"data.source.path={FIX / 'sharegpt.jsonl'}"])
-    with caplog.at_level(logging.INFO, logger="data_gen.importer"):
+    with caplog.at_level(logging.INFO, logger="data_gen.importing.reading"):
         assert resolve_format(cfg.data.source, read_units(cfg.data.source)) == "sharegpt"
     assert "reads as 'sharegpt'" in caplog.text
 
@@ -274,3 +275,43 @@ def test_unreadable_source_fails_before_ray(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot tell the chat format" in err[0]
+
+
+# ---- data.max_bad_fraction: one rule per source, the same as synthesis ----------------------------------
+
+
+def _import_in_process(base: Path, *overrides: str) -> Path:
+    from data_gen.importing import import_data
+
+    cfg = load_config(None, [f"run.storage_path={base}", "run.name=bad", "train.max_seq_len=256", *overrides])
+    import_data(cfg, base / "bad", in_process=True)
+    return base / "bad" / "data"
+
+
+def test_a_bad_source_fails_after_writing_quarantine_and_stats(tmp_path, tiny_model_dir):
+    src = ["data.source.kind=chat", f"data.source.path={FIX / 'messages.jsonl'}"]
+    with pytest.raises(LongctxError) as exc:
+        _import_in_process(tmp_path, *src)
+    msg = str(exc.value)
+    assert "\n" not in msg and "data source 'chat'" in msg and "> data.max_bad_fraction 5.0%" in msg
+    assert "source rows 6/10" in msg and "overlong" not in msg  # too long for the window: not bad data
+    out = tmp_path / "bad" / "data"
+    bad = json.loads((out / "stats.json").read_text())["bad"]
+    assert bad["max_bad_fraction"] == 0.05 and bad["fraction"] == 0.6
+    assert bad["sources"]["chat"]["rows"] == {"bad": 6, "of": 10}
+    assert bad["sources"]["chat"]["samples"] == {"bad": 0, "of": 3}
+    assert bad["sources"]["chat"]["not_counted"] == {"overlong": 1}
+    assert len((out / "quarantine" / "rows.jsonl").read_text().splitlines()) == 7
+    _import_in_process(tmp_path, *src, "data.max_bad_fraction=0.6")  # the same data passes a looser limit
+
+
+def test_a_small_bad_source_is_not_hidden_by_a_big_clean_one(tmp_path, tiny_model_dir):
+    main = tmp_path / "main.jsonl"
+    turns = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}]
+    main.write_text("".join(json.dumps({"id": f"m{i}", "messages": turns}) + "\n" for i in range(200)))
+    mix = f"[{{name: few, share: 0.1, source: {{kind: chat, path: {FIX / 'messages.jsonl'}}}}}]"
+    with pytest.raises(LongctxError) as exc:
+        _import_in_process(tmp_path, "data.source.kind=chat", f"data.source.path={main}", f"data.mix={mix}")
+    assert "data source 'few'" in str(exc.value)  # 6 bad of 210 rows pooled would pass the 5% limit
+    bad = json.loads((tmp_path / "bad" / "data" / "stats.json").read_text())["bad"]
+    assert bad["sources"]["chat"]["fraction"] == 0.0 and bad["sources"]["few"]["rows"]["bad"] == 6

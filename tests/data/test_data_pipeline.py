@@ -187,7 +187,8 @@ def test_litm_fixture_quarantines_bad_rows_and_succeeds(tmp_path):
         in_process=True,
     )
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["bad"]["source"] == {"bad": 6, "of": 19} and stats["bad"]["samples"]["bad"] == 0
+    bad = stats["bad"]["sources"]["litm"]
+    assert bad["rows"] == {"bad": 6, "of": 19} and bad["samples"]["bad"] == 0
     assert stats["quarantined"] == {
         "answer_not_found": 1,
         "bad_encoding": 1,

@@ -67,8 +67,9 @@ def test_long_passages_on_ray_with_middle_placement(ray_local, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     # the over-long passage is set aside (and reported), but is not a defect
     assert stats["quarantined"] == {"document_too_long": 1} == summary["quarantined"]
-    assert stats["bad"]["source"] == {"bad": 0, "of": 11} and stats["bad"]["fraction"] == 0.0
-    assert stats["bad"]["not_counted"] == {"document_too_long": 1}
+    bad = stats["bad"]["sources"]["litm"]
+    assert bad["rows"] == {"bad": 0, "of": 11} and stats["bad"]["fraction"] == 0.0
+    assert bad["not_counted"] == {"document_too_long": 1}
     quarantined = [json.loads(line) for line in (out / "quarantine" / "rows.jsonl").read_text().splitlines()]
     assert [q["reason"] for q in quarantined] == ["document_too_long"]
     train, held_out = rows_of(out / "train"), rows_of(out / "eval")
@@ -122,7 +123,7 @@ def test_unexpected_error_in_one_sample_is_quarantined(tok):
 
 
 def test_memory_error_is_not_swallowed(tok, monkeypatch):
-    import data_gen.synthesis as pipeline
+    import data_gen.synthesis.composing as pipeline
 
     prep, tasks = _planned(tok, 1)
 
@@ -139,7 +140,7 @@ def test_memory_error_is_not_swallowed(tok, monkeypatch):
 
 
 def test_unexpected_error_locating_evidence_is_quarantined(tok, monkeypatch):
-    import data_gen.synthesis as pipeline
+    import data_gen.synthesis.planning as pipeline
 
     real = pipeline.locate_evidence
 
@@ -198,7 +199,7 @@ def test_too_many_bad_rows_fail_after_writing_quarantine_and_stats(tmp_path, tin
     assert "bad_json: 1" in msg and "answer_not_found: 1" in msg
     out = tmp_path / "bad" / "data"
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["bad"]["source"] == {"bad": 6, "of": 19} and stats["num_samples"] == 4
+    assert stats["bad"]["sources"]["litm"]["rows"] == {"bad": 6, "of": 19} and stats["num_samples"] == 4
     assert len((out / "quarantine" / "rows.jsonl").read_text().splitlines()) == 6
     # the same data passes with a looser limit
     synthesize(
