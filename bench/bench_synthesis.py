@@ -172,6 +172,7 @@ def _processes_before_ray(job: tuple, workers: int) -> float:
 
 
 def _print_pair(pair: int, args, n: int, timed: dict) -> None:
+    """One pair's line (rates, speed-ups, where the time went) and the cores each role used."""
     print(
         f"pair {pair + 1}/{args.pairs}: loop {n / timed['loop_s']:.2f} samples/s, Ray steady {timed['steady']:.2f}"
         f" ({timed['speedup_steady']:.2f}x), end to end {n / timed['ray_s']:.2f} ({timed['speedup_end_to_end']:.2f}x);"
@@ -271,7 +272,7 @@ def main(argv=None) -> dict:
 
     _, tok, prep, tasks, settings = _plan(args.target, args.samples, args.records, args.vocab)
     job = (tasks, tok, prep, settings)
-    # The same plain processes before any Ray runtime exists.
+    # The plain processes once before any Ray runtime exists (only where none is up yet).
     no_ray = None
     if args.processes and not ray.is_initialized():
         no_ray = _processes_before_ray(job, args.workers)
