@@ -16,16 +16,14 @@ included), `baseline` the loop's samples/s (one core), `ratio` value / baseline.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import random
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import command_line, print_table, write_result
+from bench.common import command_line, parse_args, print_table, quiet_process, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -92,82 +90,109 @@ def _pack_on_ray(files: list[Path], tok_path: str, cfg, cpus: float) -> list[dic
     return [r for b in ds.iter_batches(batch_size=None, batch_format="pyarrow") for r in b.to_pylist()]
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_import", description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4000, help="chat rows")
-    parser.add_argument("--files", type=int, default=4, help="jsonl files they are spread over")
-    parser.add_argument("--workers", type=int, default=2, help="Ray Data actors (import and packing each)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+OPTIONS = {
+    "--rows": (4000, "chat rows"),
+    "--files": (4, "jsonl files they are spread over"),
+    "--workers": (2, "Ray Data actors (import and packing each)"),
+}
 
+
+def _packed(rows: list[dict]) -> tuple[list[str], int]:
+    """The sample ids packed into `rows`, sorted, and their token count. Window boundaries may differ (Ray
+    Data forms its own batches of pack_window rows from the shards), so the check is that both sides pack
+    the same samples, each once, into the same number of tokens."""
+    return sorted(s for r in rows for s in r["sample_ids"]), sum(len(r["input_ids"]) for r in rows)
+
+
+def measure_loop(cfg, path: str, out: Path) -> dict:
+    """Import into `out` and pack in this process, timed; returns {result (the import's), rows, seconds}."""
+    from data_gen.importing import import_source
+    from data_gen.tokenizer import chat_tokenizer
+
+    tok = chat_tokenizer(path)
+    t0 = time.perf_counter()
+    loop = import_source(cfg.data.source, "chat", cfg, path, out, tok=tok)
+    rows = _pack_locally(loop.writer.files, path, cfg)
+    return {"result": loop, "rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def measure_ray(cfg, path: str, out: Path, workers: int) -> dict:
+    """Import into `out` and pack on Ray Data (a runtime of `workers` CPUs unless one is up), timed; returns
+    {result (the import's), rows, seconds, import_s (the import alone), cores (the actors occupy)}."""
     import ray
 
     from data_gen.importing import import_source
-    from data_gen.tokenizer import chat_tokenizer, tokenizer_path
     from longctx_core.infra.resources import cpus_per_actor
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    cores = min(workers, int(ray.cluster_resources()["CPU"]))
+    t0 = time.perf_counter()
+    on_ray = import_source(cfg.data.source, "chat", cfg, path, out)
+    t_import = time.perf_counter() - t0
+    rows = _pack_on_ray(on_ray.writer.files, path, cfg, cpus_per_actor(workers, share=0.25))
+    ray_s = time.perf_counter() - t0
+    ray.shutdown()
+    return {"result": on_ray, "rows": rows, "seconds": ray_s, "import_s": t_import, "cores": cores}
+
+
+def report(args, loop: dict, on_ray: dict, same_parquet: bool, same_packed: bool) -> None:
+    """The table of both sides' seconds and samples/s, and the checks' line."""
+    n, cores = loop["result"].samples, on_ray["cores"]
+    loop_rate, ray_rate = n / loop["seconds"], n / on_ray["seconds"]
+    print_table(
+        f"chat import + tokenise + pack: {args.rows} ShareGPT rows ({loop['result'].tokens} tokens kept), tiny tokenizer",
+        [
+            ("plain loop (1 process)", 1, loop["seconds"], loop_rate, loop_rate),
+            (
+                f"Ray Data, {args.workers} actors, end to end",
+                cores,
+                on_ray["seconds"],
+                ray_rate,
+                ray_rate / cores,
+            ),
+        ],
+        ("path", "cores", "seconds", "samples/s", "samples/s/core"),
+    )
+    print(
+        f"import alone on Ray: {on_ray['import_s']:.1f} s; quarantined {len(loop['result'].quarantine)}; identical "
+        f"Parquet: {same_parquet}; same samples and tokens packed: {same_packed}"
+    )
+
+
+def main(argv=None) -> dict:
+    args = parse_args("bench.bench_import", __doc__, argv, OPTIONS)
+    quiet_process()
+    from data_gen.tokenizer import tokenizer_path
 
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
         tmp = Path(tmp)
         make_rows(tmp / "src", args.rows, args.files)
         cfg = _config(tmp / "src", args.workers)
         path = tokenizer_path(cfg)
-        tok = chat_tokenizer(path)
-
-        t0 = time.perf_counter()
-        loop = import_source(cfg.data.source, "chat", cfg, path, tmp / "loop", tok=tok)
-        loop_rows = _pack_locally(loop.writer.files, path, cfg)
-        loop_s = time.perf_counter() - t0
-
-        if not ray.is_initialized():
-            ray.init(num_cpus=args.workers, include_dashboard=False, configure_logging=False)
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        cores = min(args.workers, int(ray.cluster_resources()["CPU"]))
-        t0 = time.perf_counter()
-        on_ray = import_source(cfg.data.source, "chat", cfg, path, tmp / "ray")
-        t_import = time.perf_counter() - t0
-        ray_rows = _pack_on_ray(on_ray.writer.files, path, cfg, cpus_per_actor(args.workers, share=0.25))
-        ray_s = time.perf_counter() - t0
-        ray.shutdown()
-        same_parquet = [f.read_bytes() for f in loop.writer.files] == [
-            f.read_bytes() for f in on_ray.writer.files
-        ]
-
-    # Window boundaries may differ (Ray Data forms its own batches of pack_window rows from the shards),
-    # so the check is that both sides pack the same samples, each once, into the same number of tokens.
-    def packed(rows):
-        return sorted(s for r in rows for s in r["sample_ids"]), sum(len(r["input_ids"]) for r in rows)
-
-    same_packed = packed(loop_rows) == packed(ray_rows)
-    n = loop.samples
-    loop_rate, ray_rate = n / loop_s, n / ray_s
-    print_table(
-        f"chat import + tokenise + pack: {args.rows} ShareGPT rows ({loop.tokens} tokens kept), tiny tokenizer",
-        [
-            ("plain loop (1 process)", 1, loop_s, loop_rate, loop_rate),
-            (f"Ray Data, {args.workers} actors, end to end", cores, ray_s, ray_rate, ray_rate / cores),
-        ],
-        ("path", "cores", "seconds", "samples/s", "samples/s/core"),
-    )
-    print(
-        f"import alone on Ray: {t_import:.1f} s; quarantined {len(loop.quarantine)}; identical Parquet: "
-        f"{same_parquet}; same samples and tokens packed: {same_packed}"
-    )
+        loop = measure_loop(cfg, path, tmp / "loop")
+        on_ray = measure_ray(cfg, path, tmp / "ray", args.workers)
+        files = loop["result"].writer.files, on_ray["result"].writer.files
+        same_parquet = [f.read_bytes() for f in files[0]] == [f.read_bytes() for f in files[1]]
+    same_packed = _packed(loop["rows"]) == _packed(on_ray["rows"])
+    report(args, loop, on_ray, same_parquet, same_packed)
+    imported, n = loop["result"], loop["result"].samples
     return write_result(
         "import",
-        value=ray_rate / cores,
+        value=n / on_ray["seconds"] / on_ray["cores"],
         unit="samples/s/core (chat import + tokenise + pack)",
-        baseline=loop_rate,
+        baseline=n / loop["seconds"],
         command=command_line("bench.bench_import", argv),
-        speedup=loop_s / ray_s,
+        speedup=loop["seconds"] / on_ray["seconds"],
         samples=n,
-        tokens=loop.tokens,
-        quarantined=len(loop.quarantine),
+        tokens=imported.tokens,
+        quarantined=len(imported.quarantine),
         workers=args.workers,
-        ray_import_seconds=t_import,
+        ray_import_seconds=on_ray["import_s"],
         identical_parquet=same_parquet,
         same_samples_packed=same_packed,
-        packed_rows={"loop": len(loop_rows), "ray": len(ray_rows)},
+        packed_rows={"loop": len(loop["rows"]), "ray": len(on_ray["rows"])},
     )
 
 

@@ -30,14 +30,13 @@ every measurement is in `rows`.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import logging
 import multiprocessing
 import os
 import time
 
-from bench.common import command_line, print_table, write_result
+from bench.common import command_line, parse_args, print_table, write_result
 from longctx_core.train.memory import peak_rss_gb
 
 logger = logging.getLogger(__name__)
@@ -113,31 +112,34 @@ def run_isolated(way: str, length: int, args) -> dict:
         return job.result()
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.bench_loss_memory", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--lengths", type=int, nargs="+", default=[4096, 8192, 16384, 32768], help="tokens/row"
-    )
-    parser.add_argument("--vocab", type=int, default=151_936, help="LM-head rows (Qwen2.5's embedding)")
-    parser.add_argument("--hidden", type=int, default=896, help="hidden size (Qwen2.5-0.5B)")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="train.loss_chunk_size")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--budget-fraction",
-        type=float,
-        default=0.6,
-        help="skip full logits where their predicted memory exceeds this share of available memory",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+OPTIONS = {
+    "--lengths": {"type": int, "nargs": "+", "default": [4096, 8192, 16384, 32768], "help": "tokens/row"},
+    "--vocab": (151_936, "LM-head rows (Qwen2.5's embedding)"),
+    "--hidden": (896, "hidden size (Qwen2.5-0.5B)"),
+    "--chunk-size": (1024, "train.loss_chunk_size"),
+    "--threads": (2, "torch threads"),
+    "--seed": (0, None),
+    "--budget-fraction": {
+        "type": float,
+        "default": 0.6,
+        "help": "skip full logits where their predicted memory exceeds this share of available memory",
+    },
+}
+
+
+def run_logged(way: str, length: int, args) -> dict:
+    """`run_isolated`, its seconds and step memory logged."""
+    record = run_isolated(way, length, args)
+    logger.info("%-9sL=%d: %.2f s, %.3f GiB", way, length, record["seconds"], record["step_gib"])
+    return record
+
+
+def measure_lengths(args) -> tuple[list[dict], list[dict]]:
+    """Both ways at each length, shortest first; full logits only where their predicted memory fits the
+    budget. Returns the measurements and the full-logits runs skipped."""
     records, skipped = [], []
     for length in sorted(args.lengths):
-        chunked = run_isolated("chunked", length, args)
-        logger.info("chunked  L=%d: %.2f s, %.3f GiB", length, chunked["seconds"], chunked["step_gib"])
-        records.append(chunked)
+        records.append(run_logged("chunked", length, args))
         need, have = predicted_full_gib(length, args.vocab), available_gib()
         if need > args.budget_fraction * have:
             logger.warning(
@@ -149,11 +151,12 @@ def main(argv=None) -> dict:
             )
             skipped.append({"length": length, "predicted_gib": need, "available_gib": have})
             continue
-        full = run_isolated("full", length, args)
-        logger.info("full     L=%d: %.2f s, %.3f GiB", length, full["seconds"], full["step_gib"])
-        full["predicted_gib"] = need
-        records.append(full)
-    by = {(r["way"], r["length"]): r for r in records}
+        records.append(run_logged("full", length, args) | {"predicted_gib": need})
+    return records, skipped
+
+
+def report(args, by: dict) -> None:
+    """The table: both ways' step memory and tokens/s at each length (full logits maybe skipped)."""
     rows = []
     for length in sorted(args.lengths):
         c, f = by[("chunked", length)], by.get(("full", length))
@@ -182,6 +185,14 @@ def main(argv=None) -> dict:
             "memory ratio",
         ),
     )
+
+
+def main(argv=None) -> dict:
+    args = parse_args("bench.bench_loss_memory", __doc__, argv, OPTIONS)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    records, skipped = measure_lengths(args)
+    by = {(r["way"], r["length"]): r for r in records}
+    report(args, by)
     both = [length for length in sorted(args.lengths) if ("full", length) in by]
     if not both:
         raise RuntimeError("full logits fit in memory at none of the lengths; add a shorter one to compare")

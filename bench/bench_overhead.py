@@ -22,7 +22,6 @@ that both sides really ran the same steps.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import logging
 import multiprocessing
@@ -30,9 +29,19 @@ import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from bench.common import command_line, print_table, write_result
+from bench.common import (
+    command_line,
+    interleaved_pairs,
+    local_ray,
+    parse_args,
+    print_table,
+    quiet_process,
+    spread,
+    write_result,
+)
 from bench.fixtures import compose_samples, demo_config, plain_train
 from longctx_core.train.memory import peak_rss_gb
 
@@ -122,109 +131,116 @@ def packed_rows(cfg, n_samples: int) -> list[dict]:
     return [r.to_dict() for r in pack_samples(samples, cfg.train.max_seq_len, cfg.run.seed)]
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.bench_overhead", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved (plain, Ray) pairs")
-    parser.add_argument("--samples", type=int, default=64, help="demo samples composed and packed")
-    parser.add_argument("--steps", type=int, default=24, help="timed optimizer steps (1 packed row each)")
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="untimed steps first (repeating the first rows)"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
-    parser.add_argument("--seq-len", type=int, default=2048, help="train.max_seq_len (row length)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+OPTIONS = {
+    "--pairs": (5, "interleaved (plain, Ray) pairs"),
+    "--samples": (64, "demo samples composed and packed"),
+    "--steps": (24, "timed optimizer steps (1 packed row each)"),
+    "--warmup": (2, "untimed steps first (repeating the first rows)"),
+    "--threads": (2, "torch threads on both sides"),
+    "--seq-len": (2048, "train.max_seq_len (row length)"),
+}
+
+
+def prepare_environment() -> None:
+    """Logging, and the environment the Ray side needs (before Ray is imported)."""
+    quiet_process()
     # DeepSpeed's comm op compiles once into this cache (the one the tests use); Ray workers inherit it.
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
     # Ray Train gives a worker group 60 s to start; on a loaded 2-core machine importing torch in the
     # worker alone can take longer. Only takes effect for a Ray runtime this process starts.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-    import ray
 
-    from longctx_core.infra.runtime import ensure_ray
 
-    overrides = [f"train.max_seq_len={args.seq_len}", "model.lora.dropout=0.0", "train.num_workers=1"]
-    cfg = demo_config(overrides)  # dropout off: both sides must compute the same losses
-    rows = packed_rows(cfg, args.samples)[: args.steps]
+def run_plain(cfg, rows: list[dict], args) -> dict:
+    """The plain side: `_plain_in_child` in a spawned process."""
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        job = pool.submit(_plain_in_child, cfg.model_dump(mode="json"), rows, args.warmup, args.threads)
+        return job.result()
 
-    def run_plain() -> dict:
-        spawn = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            job = pool.submit(_plain_in_child, cfg.model_dump(mode="json"), rows, args.warmup, args.threads)
-            return job.result()
 
-    def run_ray() -> dict:
-        with tempfile.TemporaryDirectory(prefix="bench-overhead-") as storage:
-            return ray_train(cfg, rows, args.warmup, args.threads, storage)
+def run_ray(cfg, rows: list[dict], args) -> dict:
+    """The Ray side: `ray_train` with its storage in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as storage:
+        return ray_train(cfg, rows, args.warmup, args.threads, storage)
 
-    started = not ray.is_initialized()
-    ensure_ray(local=True, num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    pairs, load_before = [], os.getloadavg()
-    try:
-        for i in range(args.pairs):
-            first, second = (run_plain, run_ray) if i % 2 == 0 else (run_ray, run_plain)
-            a = first()
-            b = second()
-            plain, on_ray = (a, b) if i % 2 == 0 else (b, a)
-            pairs.append(
-                {"plain": plain, "ray": on_ray, "ratio": on_ray["tokens_per_s"] / plain["tokens_per_s"]}
-            )
-            print(
-                f"pair {i + 1}/{args.pairs} ({'plain, Ray' if i % 2 == 0 else 'Ray, plain'}): plain "
-                f"{plain['tokens_per_s']:.0f} tokens/s, Ray {on_ray['tokens_per_s']:.0f}, ratio {pairs[-1]['ratio']:.3f}",
-                flush=True,
-            )
-    finally:
-        if started:
-            ray.shutdown()
-    ratios = [p["ratio"] for p in pairs]
-    plain_tps = statistics.median(p["plain"]["tokens_per_s"] for p in pairs)
-    ray_tps = statistics.median(p["ray"]["tokens_per_s"] for p in pairs)
-    peak_plain = max(p["plain"]["peak_rss_gb"] for p in pairs)
-    peak_ray = max(p["ray"]["peak_rss_gb"] for p in pairs)
-    diff = max(
-        abs(a - b) for p in pairs for a, b in zip(p["plain"]["losses"], p["ray"]["losses"], strict=True)
-    )
+
+def measure_pairs(cfg, rows: list[dict], args) -> list[dict]:
+    """`--pairs` interleaved (plain, Ray) pairs, each printed; returns {plain, ray, ratio} per pair."""
+    pairs = []
+    plain_side, ray_side = partial(run_plain, cfg, rows, args), partial(run_ray, cfg, rows, args)
+    for pair in interleaved_pairs(args.pairs, plain_side, ray_side):
+        plain, on_ray = pair.baseline, pair.candidate
+        pairs.append({"plain": plain, "ray": on_ray, "ratio": on_ray["tokens_per_s"] / plain["tokens_per_s"]})
+        print(
+            f"pair {pair.index + 1}/{args.pairs} ({'plain, Ray' if pair.baseline_first else 'Ray, plain'}): plain "
+            f"{plain['tokens_per_s']:.0f} tokens/s, Ray {on_ray['tokens_per_s']:.0f}, ratio {pairs[-1]['ratio']:.3f}",
+            flush=True,
+        )
+    return pairs
+
+
+def summarize(pairs: list[dict]) -> dict:
+    """Median tokens/s of each side, the pair ratios' spread, the peak RSS of each side and the largest
+    difference between the two sides' losses at the same step."""
+    return {
+        "plain_tps": statistics.median(p["plain"]["tokens_per_s"] for p in pairs),
+        "ray_tps": statistics.median(p["ray"]["tokens_per_s"] for p in pairs),
+        "pair_ratio": spread([p["ratio"] for p in pairs]),
+        "peak_plain": max(p["plain"]["peak_rss_gb"] for p in pairs),
+        "peak_ray": max(p["ray"]["peak_rss_gb"] for p in pairs),
+        "diff": max(
+            abs(a - b) for p in pairs for a, b in zip(p["plain"]["losses"], p["ray"]["losses"], strict=True)
+        ),
+    }
+
+
+def report(args, steps: int, pairs: int, fig: dict) -> None:
+    """The table of tokens/s and peak RSS, and the pair ratios' line."""
     print_table(
-        f"framework overhead: {len(rows)} timed steps on packed rows of {args.seq_len} tokens, "
-        f"{args.threads} threads, tiny demo model (4-bit QLoRA), median of {len(pairs)} interleaved pairs",
+        f"framework overhead: {steps} timed steps on packed rows of {args.seq_len} tokens, "
+        f"{args.threads} threads, tiny demo model (4-bit QLoRA), median of {pairs} interleaved pairs",
         [
-            ("plain PyTorch loop (1 process)", plain_tps, peak_plain),
-            ("Ray Train + DeepSpeed ZeRO-2, 1 worker", ray_tps, peak_ray),
+            ("plain PyTorch loop (1 process)", fig["plain_tps"], fig["peak_plain"]),
+            ("Ray Train + DeepSpeed ZeRO-2, 1 worker", fig["ray_tps"], fig["peak_ray"]),
         ],
         ("loop", "tokens/s", "peak RSS GiB"),
     )
+    ratio = fig["pair_ratio"]
     print(
-        f"pair ratios: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}; "
-        f"max |loss diff| per step {diff:.2e}"
+        f"pair ratios: median {ratio['median']:.3f}, range {ratio['min']:.3f}-{ratio['max']:.3f}; "
+        f"max |loss diff| per step {fig['diff']:.2e}"
     )
-    command = command_line("bench.bench_overhead", argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args("bench.bench_overhead", __doc__, argv, OPTIONS)
+    prepare_environment()
+    overrides = [f"train.max_seq_len={args.seq_len}", "model.lora.dropout=0.0", "train.num_workers=1"]
+    cfg = demo_config(overrides)  # dropout off: both sides must compute the same losses
+    rows = packed_rows(cfg, args.samples)[: args.steps]
+    with local_ray(2, log_to_driver=False):
+        load_before = os.getloadavg()
+        pairs = measure_pairs(cfg, rows, args)
+    fig = summarize(pairs)
+    report(args, len(rows), len(pairs), fig)
     return write_result(
         "overhead",
-        value=ray_tps,
+        value=fig["ray_tps"],
         unit="training tokens/s, Ray Train + DeepSpeed (1 worker) vs plain loop, medians of interleaved pairs",
-        baseline=plain_tps,
-        command=command,
-        pair_ratio={
-            "median": statistics.median(ratios),
-            "min": min(ratios),
-            "max": max(ratios),
-            "each": ratios,
-        },
+        baseline=fig["plain_tps"],
+        command=command_line("bench.bench_overhead", argv),
+        pair_ratio=fig["pair_ratio"],
         pairs=[
             {"plain_tokens_per_s": p["plain"]["tokens_per_s"], "ray_tokens_per_s": p["ray"]["tokens_per_s"]}
             for p in pairs
         ],
-        memory={"peak_rss_gb_per_worker": peak_ray, "peak_rss_gb_plain": peak_plain},
+        memory={"peak_rss_gb_per_worker": fig["peak_ray"], "peak_rss_gb_plain": fig["peak_plain"]},
         steps=len(rows),
         warmup=args.warmup,
         threads=args.threads,
         seq_len=args.seq_len,
-        loss_max_abs_diff=diff,
+        loss_max_abs_diff=fig["diff"],
         losses={"plain": pairs[0]["plain"]["losses"], "ray": pairs[0]["ray"]["losses"]},
         load_average={"before": load_before, "after": os.getloadavg()},
     )

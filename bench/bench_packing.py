@@ -27,13 +27,13 @@ are in `efficiency`; `load_average` is the 1-minute load before and after the ti
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random
 import statistics
+from typing import NamedTuple
 
-from bench.common import command_line, print_table, write_result
+from bench.common import command_line, parse_args, print_table, quiet_process, write_result
 from bench.fixtures import compose_samples, demo_config, plain_train
 
 logger = logging.getLogger(__name__)
@@ -105,52 +105,69 @@ LAYOUTS = {  # name -> (packed rows?, model.attn_implementation)
 }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.bench_packing", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--demo-samples", type=int, default=256, help="samples at the demo's data config")
-    parser.add_argument("--wide-samples", type=int, default=2000, help="lengths drawn from [1k, 32k]")
-    parser.add_argument("--wide-capacity", type=int, default=32768, help="row length for the wide set")
-    parser.add_argument("--train-samples", type=int, default=32, help="samples in the training comparison")
-    parser.add_argument(
-        "--train-tokens",
-        type=int,
-        nargs=2,
-        default=(256, 2048),
-        metavar=("MIN", "MAX"),
-        help="target lengths of the training comparison's samples (mixed lengths, rows of MAX tokens)",
-    )
-    parser.add_argument("--micro-batch", type=int, default=2, help="rows per micro-batch, both layouts")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed pass")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per layout, interleaved")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+OPTIONS = {
+    "--demo-samples": (256, "samples at the demo's data config"),
+    "--wide-samples": (2000, "lengths drawn from [1k, 32k]"),
+    "--wide-capacity": (32768, "row length for the wide set"),
+    "--train-samples": (32, "samples in the training comparison"),
+    "--train-tokens": {
+        "type": int,
+        "nargs": 2,
+        "default": (256, 2048),
+        "metavar": ("MIN", "MAX"),
+        "help": "target lengths of the training comparison's samples (mixed lengths, rows of MAX tokens)",
+    },
+    "--micro-batch": (2, "rows per micro-batch, both layouts"),
+    "--warmup": (1, "untimed steps before each timed pass"),
+    "--repeats": (3, "timed passes per layout, interleaved"),
+}
 
+
+def train_overrides(lo: int, hi: int) -> list[str]:
+    """The training comparison's overrides of the demo config: samples of `lo`-`hi` tokens, rows of `hi`."""
+    return [
+        f"data.target_tokens={{min: {lo}, max: {hi}}}",
+        f"train.max_seq_len={hi}",
+        "model.lora.dropout=0.0",
+    ]
+
+
+class Sets(NamedTuple):
+    demo: list  # samples composed at the demo's data config
+    mixed: list  # samples composed for the training comparison
+    wide: list[int]  # lengths drawn from [1k, 32k]
+    seed: int  # the training comparison's run.seed (its packed rows' order)
+
+
+def compose_sets(args) -> tuple[Sets, dict]:
+    """The three sets; returns them and the packing efficiency of each."""
     cfg = demo_config()
     window = cfg.train.pack_window
     demo, _ = compose_samples(cfg, args.demo_samples)
     demo_eff = efficiency([len(s) for s in demo], cfg.train.max_seq_len, window)
     wide = wide_lengths(args.wide_samples, 1024, 32768, cfg.run.seed)
     wide_eff = efficiency(wide, args.wide_capacity, window)
-
-    lo, hi = args.train_tokens
-    train_overrides = [
-        f"data.target_tokens={{min: {lo}, max: {hi}}}",
-        f"train.max_seq_len={hi}",
-        "model.lora.dropout=0.0",
-    ]
-    tcfg = demo_config(train_overrides)
+    tcfg = demo_config(train_overrides(*args.train_tokens))
     mixed, _ = compose_samples(tcfg, args.train_samples)
-    mixed_eff = efficiency([len(s) for s in mixed], hi, window)
+    mixed_eff = efficiency([len(s) for s in mixed], args.train_tokens[1], window)
+    return Sets(demo, mixed, wide, tcfg.run.seed), {
+        "demo": demo_eff,
+        "mixed": mixed_eff,
+        "wide_1k_32k": wide_eff,
+    }
+
+
+def measure_layouts(args, mixed: list, seed: int) -> tuple[dict, list[float]]:
+    """`--repeats` interleaved training passes of each layout over the `mixed` samples; returns each
+    layout's runs and the 1-minute load average before and after them."""
+    lo, hi = args.train_tokens
     pad_id = 0  # labels are -100 on padding and nothing real attends to it: the id does not matter
     batches = {
-        True: batches_packed(mixed, hi, args.micro_batch, pad_id, tcfg.run.seed),
+        True: batches_packed(mixed, hi, args.micro_batch, pad_id, seed),
         False: batches_padded(mixed, args.micro_batch, pad_id),
     }
     cfgs = {
-        attn: demo_config([*train_overrides, f"model.attn_implementation={attn}"])
+        attn: demo_config([*train_overrides(lo, hi), f"model.attn_implementation={attn}"])
         for _, attn in LAYOUTS.values()
     }
     # Interleave the layouts (A-B-C-A-B-C ...) so load drifting on a shared machine hits all alike.
@@ -159,43 +176,41 @@ def main(argv=None) -> dict:
     for _ in range(args.repeats):
         for name, (packed_rows, attn) in LAYOUTS.items():
             runs[name].append(plain_train(cfgs[attn], batches[packed_rows], args.warmup))
-    load_after = os.getloadavg()[0]
-    packed, dense, padded = (median_run(runs[name]) for name in LAYOUTS)
-    # Same batches, same initial weights: the two packed layouts must compute the same losses step by step.
-    loss_diff = max(abs(a - b) for a, b in zip(packed["losses"], dense["losses"], strict=True))
+    return runs, [load_before, os.getloadavg()[0]]
 
+
+def efficiency_row(label: str, eff: dict) -> tuple:
+    """A row of the efficiency table: `label` and `eff`'s figures."""
+    return (
+        label,
+        eff["capacity"],
+        eff["length_median"],
+        eff["packed"],
+        eff["one_per_row"],
+        eff["samples_per_row"],
+    )
+
+
+def report_efficiency(args, sets: Sets, eff: dict) -> None:
+    """The table of packing efficiencies of the three sets."""
+    lo, hi = args.train_tokens
     print_table(
         "packing efficiency (real tokens / slot tokens), FFD per window as in training",
         [
-            (
-                f"demo ({len(demo)} composed samples)",
-                demo_eff["capacity"],
-                demo_eff["length_median"],
-                demo_eff["packed"],
-                demo_eff["one_per_row"],
-                demo_eff["samples_per_row"],
-            ),
-            (
-                f"mixed {lo}-{hi} ({len(mixed)} composed)",
-                hi,
-                mixed_eff["length_median"],
-                mixed_eff["packed"],
-                mixed_eff["one_per_row"],
-                mixed_eff["samples_per_row"],
-            ),
-            (
-                f"wide 1k-32k uniform ({len(wide)} lengths)",
-                wide_eff["capacity"],
-                wide_eff["length_median"],
-                wide_eff["packed"],
-                wide_eff["one_per_row"],
-                wide_eff["samples_per_row"],
-            ),
+            efficiency_row(f"demo ({len(sets.demo)} composed samples)", eff["demo"]),
+            efficiency_row(f"mixed {lo}-{hi} ({len(sets.mixed)} composed)", eff["mixed"]),
+            efficiency_row(f"wide 1k-32k uniform ({len(sets.wide)} lengths)", eff["wide_1k_32k"]),
         ],
         ("distribution", "row tokens", "median len", "packed", "1 per row", "samples/row"),
     )
+
+
+def report_training(args, samples: int, train: dict, load: list[float]) -> None:
+    """The table of the layouts' training tokens/s, and the packed losses' agreement."""
+    lo, hi = args.train_tokens
+    padded = train["padded"]
     print_table(
-        f"training, tiny demo model (4-bit QLoRA), {len(mixed)} samples of {lo}-{hi} tokens",
+        f"training, tiny demo model (4-bit QLoRA), {samples} samples of {lo}-{hi} tokens",
         [
             (
                 f"{label}, {args.micro_batch} per micro-batch",
@@ -207,36 +222,48 @@ def main(argv=None) -> dict:
                 run["tokens_per_s"] / padded["tokens_per_s"],
             )
             for label, run in (
-                ("packed rows, longctx_packed (per-sample SDPA)", packed),
-                ("packed rows, sdpa + dense block-diagonal mask", dense),
+                ("packed rows, longctx_packed (per-sample SDPA)", train["packed"]),
+                ("packed rows, sdpa + dense block-diagonal mask", train["packed_dense_mask"]),
                 ("1 sample per row, sdpa (causal)", padded),
             )
         ],
         ("layout", "steps", "slot tokens", "median s", "median real tokens/s", "range", "vs padded"),
     )
     print(
-        f"packed losses, longctx_packed vs dense mask: max |diff| {loss_diff:.2e}; "
-        f"{args.repeats} interleaved passes per layout; 1-min load average {load_before:.1f} -> {load_after:.1f}"
+        f"packed losses, longctx_packed vs dense mask: max |diff| {train['loss_max_abs_diff']:.2e}; "
+        f"{args.repeats} interleaved passes per layout; 1-min load average {load[0]:.1f} -> {load[1]:.1f}"
     )
-    command = command_line("bench.bench_packing", argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args("bench.bench_packing", __doc__, argv, OPTIONS)
+    quiet_process()
+    sets, eff = compose_sets(args)
+    runs, load = measure_layouts(args, sets.mixed, sets.seed)
+    packed, dense, padded = (median_run(runs[name]) for name in LAYOUTS)
+    # Same batches, same initial weights: the two packed layouts must compute the same losses step by step.
+    loss_diff = max(abs(a - b) for a, b in zip(packed["losses"], dense["losses"], strict=True))
+    train = {
+        "packed": packed,
+        "packed_dense_mask": dense,
+        "padded": padded,
+        "ratio_dense_mask": dense["tokens_per_s"] / padded["tokens_per_s"],
+        "loss_max_abs_diff": loss_diff,
+        "micro_batch": args.micro_batch,
+        "target_tokens": list(args.train_tokens),
+        "repeats": args.repeats,
+    }
+    report_efficiency(args, sets, eff)
+    report_training(args, len(sets.mixed), train, load)
     return write_result(
         "packing",
         value=packed["tokens_per_s"],
         unit="training tokens/s, packed rows with longctx_packed attention (tiny model, CPU, median)",
         baseline=padded["tokens_per_s"],
-        command=command,
-        efficiency={"demo": demo_eff, "mixed": mixed_eff, "wide_1k_32k": wide_eff},
-        train={
-            "packed": packed,
-            "packed_dense_mask": dense,
-            "padded": padded,
-            "ratio_dense_mask": dense["tokens_per_s"] / padded["tokens_per_s"],
-            "loss_max_abs_diff": loss_diff,
-            "micro_batch": args.micro_batch,
-            "target_tokens": [lo, hi],
-            "repeats": args.repeats,
-        },
-        load_average=[load_before, load_after],
+        command=command_line("bench.bench_packing", argv),
+        efficiency=eff,
+        train=train,
+        load_average=load,
     )
 
 

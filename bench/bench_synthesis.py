@@ -17,14 +17,23 @@ the loop's median samples/s (one core), `ratio` value / baseline (parallel effic
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import statistics
 import time
+from functools import partial
 
-from bench.common import command_line, print_table, write_result
+from bench.common import (
+    command_line,
+    interleaved_pairs,
+    local_ray,
+    parse_args,
+    print_table,
+    quiet_process,
+    spread,
+    write_result,
+)
 from bench.cpu_share import ROLES, CpuSampler
 from bench.fixtures import plan_tasks
 
@@ -137,89 +146,85 @@ def _cores_line(cores: dict[str, float]) -> str:
     return ", ".join(f"{role} {cores[role]:.2f}" for role in ROLES) + f" (sum {sum(cores.values()):.2f})"
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.bench_synthesis", description=__doc__.splitlines()[0]
+OPTIONS = {
+    "--pairs": (3, "interleaved (loop, Ray) pairs"),
+    "--samples": (96, "samples per side"),
+    "--target": (32768, "tokens per sample"),
+    "--workers": (2, "Ray Data actors"),
+    "--records": (4000, "built-in records (= distractor pool)"),
+    "--processes": {
+        "action": "store_true",
+        "help": "also time plain processes, no Ray actors (once before Ray starts, then in every pair)",
+    },
+    "--vocab": {
+        "choices": ("qwen", "bpe"),
+        "default": "qwen",
+        "help": "tokenizer: real Qwen2.5 or the tiny kit's BPE",
+    },
+}
+
+
+def _processes_before_ray(job: tuple, workers: int) -> float:
+    """The plain processes' steady speed-up over the loop before any Ray runtime exists: what the cores give
+    on their own."""
+    loop_s = _time_loop(*job)[0]
+    return _steady_processes(*job, workers) * loop_s / len(job[0])
+
+
+def _print_pair(pair: int, args, n: int, timed: dict) -> None:
+    """One pair's line (rates, speed-ups, where the time went) and the cores each role used."""
+    print(
+        f"pair {pair + 1}/{args.pairs}: loop {n / timed['loop_s']:.2f} samples/s, Ray steady {timed['steady']:.2f}"
+        f" ({timed['speedup_steady']:.2f}x), end to end {n / timed['ray_s']:.2f} ({timed['speedup_end_to_end']:.2f}x);"
+        f" start-up {timed['startup_s']:.2f} s, tail {timed['tail_s']:.2f} s, actors busy {timed['busy']:.0%},"
+        f" {1000 * timed['ray_sample_s']:.0f} ms/sample in an actor vs {1000 * timed['loop_sample_s']:.0f} in the loop",
+        flush=True,
     )
-    parser.add_argument("--pairs", type=int, default=3, help="interleaved (loop, Ray) pairs")
-    parser.add_argument("--samples", type=int, default=96, help="samples per side")
-    parser.add_argument("--target", type=int, default=32768, help="tokens per sample")
-    parser.add_argument("--workers", type=int, default=2, help="Ray Data actors")
-    parser.add_argument("--records", type=int, default=4000, help="built-in records (= distractor pool)")
-    parser.add_argument(
-        "--processes",
-        action="store_true",
-        help="also time plain processes, no Ray actors (once before Ray starts, then in every pair)",
-    )
-    parser.add_argument(
-        "--vocab",
-        choices=("qwen", "bpe"),
-        default="qwen",
-        help="tokenizer: real Qwen2.5 or the tiny kit's BPE",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    print(f"  cores used over the steady span: {_cores_line(timed['cores'])}", flush=True)
 
-    import ray
 
-    from longctx_core.infra.runtime import ensure_ray
+def measure_pairs(job: tuple, args) -> tuple[list[dict], bool, list[dict]]:
+    """`--pairs` interleaved (loop, Ray) pairs on `job` (tasks, tokenizer, preparation, settings), each printed;
+    returns each pair's timings and speed-ups, whether both paths gave identical rows in every pair, and the
+    last pair's loop rows."""
+    n = len(job[0])
+    pairs, same = [], True
+    for pair in interleaved_pairs(
+        args.pairs, partial(_time_loop, *job), partial(_time_ray, *job, args.workers)
+    ):
+        (loop_s, loop_sample_s, loop_rows), timed = pair.baseline, pair.candidate
+        ray_rows = timed.pop("rows")
+        timed |= {"loop_s": loop_s, "loop_sample_s": loop_sample_s}
+        if args.processes:
+            timed["speedup_processes"] = _steady_processes(*job, args.workers) * loop_s / n
+        same = same and sorted(r["row"] for r in loop_rows) == sorted(r["row"] for r in ray_rows)
+        timed |= {
+            "speedup_steady": timed["steady"] * loop_s / n,
+            "speedup_end_to_end": loop_s / timed["ray_s"],
+        }
+        pairs.append(timed)
+        _print_pair(pair.index, args, n, timed)
+    return pairs, same, loop_rows
 
-    path, tok, prep, tasks, settings = _plan(args.target, args.samples, args.records, args.vocab)
-    no_ray = None
-    if args.processes and not ray.is_initialized():
-        # The same two plain processes before any Ray runtime exists: what the cores give on their own.
-        loop_s = _time_loop(tasks, tok, prep, settings)[0]
-        no_ray = _steady_processes(tasks, tok, prep, settings, args.workers) * loop_s / len(tasks)
-        print(f"before Ray starts: {args.workers} plain processes, steady {no_ray:.2f}x the loop", flush=True)
-    started = not ray.is_initialized()
-    ensure_ray(local=True, num_cpus=args.workers, include_dashboard=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    # Actors each get a share of the cluster; per-core figures divide by the cores the actors occupy.
-    cores = min(args.workers, int(ray.cluster_resources()["CPU"]))
-    n = len(tasks)
-    pairs, same, load_before = [], True, os.getloadavg()
-    try:
-        for i in range(args.pairs):
-            timed = {}
-            for side in ("loop", "ray") if i % 2 == 0 else ("ray", "loop"):
-                if side == "loop":
-                    timed["loop_s"], timed["loop_sample_s"], loop_rows = _time_loop(
-                        tasks, tok, prep, settings
-                    )
-                else:
-                    timed |= _time_ray(tasks, tok, prep, settings, args.workers)
-                    ray_rows = timed.pop("rows")
-            if args.processes:
-                steady_plain = _steady_processes(tasks, tok, prep, settings, args.workers)
-                timed["speedup_processes"] = steady_plain * timed["loop_s"] / n
-            same = same and sorted(r["row"] for r in loop_rows) == sorted(r["row"] for r in ray_rows)
-            timed |= {
-                "speedup_steady": timed["steady"] * timed["loop_s"] / n,
-                "speedup_end_to_end": timed["loop_s"] / timed["ray_s"],
-            }
-            pairs.append(timed)
-            print(
-                f"pair {i + 1}/{args.pairs}: loop {n / timed['loop_s']:.2f} samples/s, Ray steady {timed['steady']:.2f}"
-                f" ({timed['speedup_steady']:.2f}x), end to end {n / timed['ray_s']:.2f} ({timed['speedup_end_to_end']:.2f}x);"
-                f" start-up {timed['startup_s']:.2f} s, tail {timed['tail_s']:.2f} s, actors busy {timed['busy']:.0%},"
-                f" {1000 * timed['ray_sample_s']:.0f} ms/sample in an actor vs {1000 * timed['loop_sample_s']:.0f} in the loop",
-                flush=True,
-            )
-            print(f"  cores used over the steady span: {_cores_line(timed['cores'])}", flush=True)
-    finally:
-        if started:
-            ray.shutdown()
 
-    def spread(key: str) -> dict:
-        values = [p[key] for p in pairs]
-        return {"median": statistics.median(values), "min": min(values), "max": max(values), "each": values}
+def summarize(pairs: list[dict], n: int, processes: bool) -> dict:
+    """Medians over the pairs: samples/s of the loop, of Ray end to end and steady, the speed-ups' spread, the
+    parts the steady speed-up is made of and the cores each role used."""
+    return {
+        "loop_rate": statistics.median(n / p["loop_s"] for p in pairs),
+        "ray_rate": statistics.median(n / p["ray_s"] for p in pairs),
+        "steady": statistics.median(p["steady"] for p in pairs),
+        "speedup_steady": spread([p["speedup_steady"] for p in pairs]),
+        "speedup_end_to_end": spread([p["speedup_end_to_end"] for p in pairs]),
+        "parts": {k: statistics.median(p[k] for p in pairs) for k in PARTS},
+        "cores_used": {r: statistics.median(p["cores"][r] for p in pairs) for r in ROLES},
+        "speedup_processes": spread([p["speedup_processes"] for p in pairs]) if processes else None,
+    }
 
-    ok = [json.loads(r["row"]) for r in loop_rows if r["row"]]
-    n_tokens = [r["n_tokens"] for r in ok]
-    loop_rate = statistics.median(n / p["loop_s"] for p in pairs)
-    ray_rate = statistics.median(n / p["ray_s"] for p in pairs)
-    steady = statistics.median(p["steady"] for p in pairs)
+
+def report_rates(args, n: int, pairs: int, cores: int, fig: dict, no_ray: float | None) -> None:
+    """The table of samples/s and the speed-ups' lines."""
+    loop_rate, ray_rate, steady = fig["loop_rate"], fig["ray_rate"], fig["steady"]
     table = [
         ("plain loop (1 process)", 1, loop_rate, loop_rate),
         (f"Ray Data, {args.workers} actors, end to end", cores, ray_rate, ray_rate / cores),
@@ -227,53 +232,80 @@ def main(argv=None) -> dict:
     ]
     print_table(
         f"synthesis: {n} samples of {args.target} tokens (built-in corpus, {VOCABS[args.vocab]}), medians of "
-        f"{len(pairs)} interleaved pairs",
+        f"{pairs} interleaved pairs",
         table,
         ("path", "cores", "samples/s", "samples/s/core"),
     )
-    up_steady, up_e2e = spread("speedup_steady"), spread("speedup_end_to_end")
+    up_steady, up_e2e = fig["speedup_steady"], fig["speedup_end_to_end"]
     print(
         f"speed-up steady: median {up_steady['median']:.2f}x (range {up_steady['min']:.2f}-{up_steady['max']:.2f}); "
         f"end to end: median {up_e2e['median']:.2f}x (range {up_e2e['min']:.2f}-{up_e2e['max']:.2f})"
     )
-    parts = {k: statistics.median(p[k] for p in pairs) for k in PARTS}
-    plain = spread("speedup_processes") if args.processes else None
+    plain = fig["speedup_processes"]
     if plain:
         print(
             f"{args.workers} plain processes (no actors; Ray runtime up), steady: median {plain['median']:.2f}x "
             f"the loop (range {plain['min']:.2f}-{plain['max']:.2f})"
             + (f"; before Ray started: {no_ray:.2f}x" if no_ray is not None else "")
         )
+
+
+def report_parts(args, n: int, fig: dict, n_tokens: list[int], same: bool, failed: int) -> None:
+    """Where the steady speed-up goes, the cores used, the sample lengths and the rows' check."""
+    parts = fig["parts"]
     print(
         f"where the steady speed-up goes (medians): {args.workers} actors x busy {parts['busy']:.2f} x loop/actor "
         f"time per sample {parts['loop_sample_s'] / parts['ray_sample_s']:.2f}; end to end adds start-up "
-        f"{parts['startup_s']:.2f} s and tail {parts['tail_s']:.2f} s to a {n / steady:.2f} s steady run"
+        f"{parts['startup_s']:.2f} s and tail {parts['tail_s']:.2f} s to a {n / fig['steady']:.2f} s steady run"
     )
-    cores_used = {r: statistics.median(p["cores"][r] for p in pairs) for r in ROLES}
-    print(f"cores used over the steady span (medians): {_cores_line(cores_used)}")
+    print(f"cores used over the steady span (medians): {_cores_line(fig['cores_used'])}")
     print(
         f"tokens per sample: min {min(n_tokens)}  median {statistics.median(n_tokens)}  max {max(n_tokens)}"
     )
-    print(f"identical rows from both paths: {same}; failed samples: {n - len(ok)}")
-    command = command_line("bench.bench_synthesis", argv)
+    print(f"identical rows from both paths: {same}; failed samples: {failed}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args("bench.bench_synthesis", __doc__, argv, OPTIONS)
+    quiet_process()
+    import ray
+
+    _, tok, prep, tasks, settings = _plan(args.target, args.samples, args.records, args.vocab)
+    job = (tasks, tok, prep, settings)
+    # The plain processes once before any Ray runtime exists (only where none is up yet).
+    no_ray = None
+    if args.processes and not ray.is_initialized():
+        no_ray = _processes_before_ray(job, args.workers)
+        print(f"before Ray starts: {args.workers} plain processes, steady {no_ray:.2f}x the loop", flush=True)
+    with local_ray(args.workers):
+        # Actors each get a share of the cluster; per-core figures divide by the cores the actors occupy.
+        cores = min(args.workers, int(ray.cluster_resources()["CPU"]))
+        load_before = os.getloadavg()
+        pairs, same, loop_rows = measure_pairs(job, args)
+    n = len(tasks)
+    fig = summarize(pairs, n, args.processes)
+    ok = [json.loads(r["row"]) for r in loop_rows if r["row"]]
+    n_tokens = [r["n_tokens"] for r in ok]
+    report_rates(args, n, len(pairs), cores, fig, no_ray)
+    report_parts(args, n, fig, n_tokens, same, n - len(ok))
     return write_result(
         "synthesis",
-        value=steady / cores,
+        value=fig["steady"] / cores,
         unit=f"samples/s/core ({args.target} {args.vocab} tokens)",
-        baseline=loop_rate,
-        command=command,
-        end_to_end_per_core=ray_rate / cores,
-        speedup_end_to_end=up_e2e,
-        speedup_steady=up_steady,
+        baseline=fig["loop_rate"],
+        command=command_line("bench.bench_synthesis", argv),
+        end_to_end_per_core=fig["ray_rate"] / cores,
+        speedup_end_to_end=fig["speedup_end_to_end"],
+        speedup_steady=fig["speedup_steady"],
         samples=n,
         target_tokens=args.target,
         workers=args.workers,
         vocab=args.vocab,
         tokens={"min": min(n_tokens), "median": statistics.median(n_tokens), "max": max(n_tokens)},
         identical_rows=same,
-        parts=parts,
-        cores_used=cores_used,
-        speedup_processes=plain,
+        parts=fig["parts"],
+        cores_used=fig["cores_used"],
+        speedup_processes=fig["speedup_processes"],
         speedup_processes_before_ray=no_ray,
         failed=n - len(ok),
         load_average={"before": load_before, "after": os.getloadavg()},

@@ -16,12 +16,12 @@ must train alike).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import time
+from functools import partial
 
-from bench.common import command_line, print_table, write_result
+from bench.common import command_line, interleaved_pairs, parse_args, print_table, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -89,39 +89,43 @@ def run(
     }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.bench_toybase", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--seed", type=int, default=2, help="the toy base's seed (worlds, weights, rows)")
-    parser.add_argument("--first", type=int, default=2000, help="first step whose rows are trained on")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per run")
-    parser.add_argument("--pairs", type=int, default=2, help="interleaved (baseline, packed) pairs")
-    parser.add_argument("--prefetch", type=int, default=2, help="steps composed ahead on the packed side")
-    parser.add_argument(
-        "--packed-attn",
-        default="sdpa",
-        choices=["sdpa", "longctx_packed"],
-        help="attention of the packed side: sdpa (transformers' dense block-diagonal mask, what the build uses) "
+OPTIONS = {
+    "--seed": (2, "the toy base's seed (worlds, weights, rows)"),
+    "--first": (2000, "first step whose rows are trained on"),
+    "--steps": (40, "timed steps per run"),
+    "--pairs": (2, "interleaved (baseline, packed) pairs"),
+    "--prefetch": (2, "steps composed ahead on the packed side"),
+    "--packed-attn": {
+        "default": "sdpa",
+        "choices": ["sdpa", "longctx_packed"],
+        "help": "attention of the packed side: sdpa (transformers' dense block-diagonal mask, what the build uses) "
         "or the library's longctx_packed (one SDPA call per sample)",
-    )
-    parser.add_argument(
-        "--set", nargs="*", default=[], help="dotted overrides of the preset (smaller sizes for a smoke run)"
-    )
-    args = parser.parse_args(argv)
-    cfg, tokenizer, worlds, init = setup(args.seed, args.set)
-    runs = []
-    for pair in range(args.pairs):
-        sides = [(False, 0, "sdpa"), (True, args.prefetch, args.packed_attn)]
-        for pack, prefetch, attn in sides if pair % 2 == 0 else sides[::-1]:
-            r = run(cfg, tokenizer, worlds, init, args.first, args.steps, pack, prefetch, attn)
-            logger.info("toybase bench: pack=%s prefetch=%d %.2f steps/s", pack, prefetch, r["steps_per_s"])
-            runs.append(r)
-    base = [r for r in runs if not r["pack"]]
-    fast = [r for r in runs if r["pack"]]
-    value = statistics.median(r["steps_per_s"] for r in fast)
-    baseline = statistics.median(r["steps_per_s"] for r in base)
-    loss_diff = max(abs(a - b) for a, b in zip(fast[0]["losses"], base[0]["losses"], strict=True))
+    },
+    "--set": {
+        "nargs": "*",
+        "default": [],
+        "help": "dotted overrides of the preset (smaller sizes for a smoke run)",
+    },
+}
+
+
+def run_logged(base: tuple, args, pack: bool, prefetch: int, attn: str) -> dict:
+    """`run` on `base` (config, tokenizer, worlds, initial weights) from `--first` for `--steps`, logged."""
+    r = run(*base, args.first, args.steps, pack, prefetch, attn)
+    logger.info("toybase bench: pack=%s prefetch=%d %.2f steps/s", pack, prefetch, r["steps_per_s"])
+    return r
+
+
+def measure_pairs(base: tuple, args) -> list[dict]:
+    """`--pairs` interleaved (padded in line, packed composed ahead) pairs; returns the runs in the order
+    they ran."""
+    padded = partial(run_logged, base, args, False, 0, "sdpa")
+    packed = partial(run_logged, base, args, True, args.prefetch, args.packed_attn)
+    return [r for pair in interleaved_pairs(args.pairs, padded, packed) for r in pair.in_order]
+
+
+def report(args, cfg, runs: list[dict], ratio: float, loss_diff: float) -> None:
+    """The table of every run, and the ratio's line."""
     print_table(
         f"toy base steps/s (seed {args.seed}, steps {args.first}-{args.first + args.steps - 1}, "
         f"batch {cfg.repro.base.batch_size}, L0 {cfg.repro.base.context})",
@@ -136,7 +140,20 @@ def main(argv=None) -> dict:
         ],
         ("layout", "steps/s", "real/slot tokens", "seconds"),
     )
-    print(f"ratio {value / baseline:.3f}; largest loss difference between the sides' steps {loss_diff:.2e}")
+    print(f"ratio {ratio:.3f}; largest loss difference between the sides' steps {loss_diff:.2e}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args("bench.bench_toybase", __doc__, argv, OPTIONS)
+    base = setup(args.seed, args.set)
+    cfg = base[0]
+    runs = measure_pairs(base, args)
+    padded = [r for r in runs if not r["pack"]]
+    packed = [r for r in runs if r["pack"]]
+    value = statistics.median(r["steps_per_s"] for r in packed)
+    baseline = statistics.median(r["steps_per_s"] for r in padded)
+    loss_diff = max(abs(a - b) for a, b in zip(packed[0]["losses"], padded[0]["losses"], strict=True))
+    report(args, cfg, runs, value / baseline, loss_diff)
     return write_result(
         "toybase",
         value,
@@ -150,8 +167,8 @@ def main(argv=None) -> dict:
         batch_size=cfg.repro.base.batch_size,
         context=cfg.repro.base.context,
         slot_efficiency={
-            "padded": base[0]["real_tokens"] / base[0]["slot_tokens"],
-            "packed": fast[0]["real_tokens"] / fast[0]["slot_tokens"],
+            "padded": padded[0]["real_tokens"] / padded[0]["slot_tokens"],
+            "packed": packed[0]["real_tokens"] / packed[0]["slot_tokens"],
         },
         loss_max_abs_diff=loss_diff,
         runs=[{k: v for k, v in r.items() if k != "losses"} for r in runs],
