@@ -27,6 +27,16 @@ QWEN25_05B_SHAPE = {
 }
 
 
+# The fields that give a tiny model (and the toy base built on the same kit) its shape.
+SHAPE_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
+
+
 class TinyModelConfig(Section):
     vocab: Literal["bpe", "qwen"] = Field(
         "bpe",

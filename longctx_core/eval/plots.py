@@ -78,26 +78,33 @@ def _heatmap(series, path: Path) -> Path:
     return path
 
 
+# Accuracy by gold position, one line per series: task -> (plot name, x, series keys, x label, title).
+_LINE_PLOTS = {
+    "qa": (
+        "qa_position",
+        "position",
+        ("model", "length"),
+        "gold document position (0 = first, 1 = last)",
+        "Multi-document QA: accuracy by gold position",
+    ),
+    "litm": (
+        "litm_position",
+        "gold_index",
+        ("model", "num_docs"),
+        "gold document index (0-based)",
+        "Lost in the Middle (NQ): accuracy by gold position",
+    ),
+}
+
+
 def make_plots(metrics: dict, folder: Path) -> dict[str, Path]:
     """Draw every plot whose task ran; returns {plot name: PNG path}."""
     folder.mkdir(parents=True, exist_ok=True)
     tasks, made = metrics["tasks"], {}
-    if "qa" in tasks:
-        made["qa_position"] = _line_plot(
-            line_series(tasks["qa"]["cells"], "position", ("model", "length"), "accuracy"),
-            folder / "qa_position.png",
-            "gold document position (0 = first, 1 = last)",
-            "accuracy (sub-span EM)",
-            "Multi-document QA: accuracy by gold position",
-        )
-    if "litm" in tasks:
-        made["litm_position"] = _line_plot(
-            line_series(tasks["litm"]["cells"], "gold_index", ("model", "num_docs"), "accuracy"),
-            folder / "litm_position.png",
-            "gold document index (0-based)",
-            "accuracy (sub-span EM)",
-            "Lost in the Middle (NQ): accuracy by gold position",
-        )
+    for task, (name, x, keys, xlabel, title) in _LINE_PLOTS.items():
+        if task in tasks:
+            series = line_series(tasks[task]["cells"], x, keys, "accuracy")
+            made[name] = _line_plot(series, folder / f"{name}.png", xlabel, "accuracy (sub-span EM)", title)
     if "passkey" in tasks:
         made["passkey_heatmap"] = _heatmap(
             heatmap_series(tasks["passkey"]["cells"]), folder / "passkey_heatmap.png"

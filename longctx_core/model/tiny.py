@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from longctx_core.config import TinyModelConfig
+from longctx_core.config.model import SHAPE_FIELDS
 from longctx_core.fsio import default_cache_dir, digest, recover, staged_dir
 from longctx_core.model.chatml import CHATML_TEMPLATE, ENDOFTEXT, IM_END, SPECIAL_TOKENS
 
@@ -62,11 +63,7 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer):
 
     config = Qwen2Config(
         vocab_size=cfg.vocab_size if cfg.vocab == "qwen" else len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads,
+        **{field: getattr(cfg, field) for field in SHAPE_FIELDS},
         max_position_embeddings=cfg.max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         tie_word_embeddings=True,  # as in the small Qwen2/2.5 checkpoints

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from longctx_core.config import TinyModelConfig
+from longctx_core.config.model import SHAPE_FIELDS
 from longctx_core.eval.contexts import question_key
 from repro.base.worlds import training_world_records
 from repro.config import ReproConfig, ToyBaseConfig
@@ -41,11 +42,7 @@ def model_shape(b: ToyBaseConfig) -> TinyModelConfig:
     """The toy base's shape as the tiny-model kit's config (max_position_embeddings = L0)."""
     return TinyModelConfig(
         vocab_size=b.vocab_size,
-        hidden_size=b.hidden_size,
-        intermediate_size=b.intermediate_size,
-        num_hidden_layers=b.num_hidden_layers,
-        num_attention_heads=b.num_attention_heads,
-        num_key_value_heads=b.num_key_value_heads,
+        **{field: getattr(b, field) for field in SHAPE_FIELDS},
         max_position_embeddings=b.context,
         seed=b.seed,
     )

@@ -110,44 +110,25 @@ def test_shell_scripts_parse(script):
     assert res.returncode == 0, res.stderr
 
 
-def test_make_submit_passes_args_to_the_job(tmp_path):
-    """`make submit ... ARGS=...` reaches the job's command line (as REPRO_ARGS does for make repro)."""
+def _make_submit(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """`make submit ...` without re-running make setup; a dry run prints the `ray job submit` command."""
     env = {**os.environ, "LONGCTX_RAY_TEMP_DIR": str(tmp_path / "ray")}
     env.pop("RAY_API_SERVER_ADDRESS", None)
-    res = subprocess.run(
-        [
-            "make",
-            "-s",
-            "-o",
-            ".venv/.longctx-installed",
-            "submit",
-            f"CONFIG={DEMO}",
-            "STAGE=train",
-            "ARGS=train.max_steps=4 --dry-run",
-        ],
+    return subprocess.run(
+        ["make", "-s", "-o", ".venv/.longctx-installed", "submit", f"CONFIG={DEMO}", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_make_submit_passes_args_to_the_job(tmp_path):
+    """`make submit ... ARGS=...` reaches the job's command line (as REPRO_ARGS does for make repro)."""
+    res = _make_submit(tmp_path, "STAGE=train", "ARGS=train.max_steps=4 --dry-run")
     assert res.returncode == 0, res.stderr
     cmd = next(line for line in (res.stdout + res.stderr).splitlines() if line.startswith("+ RAY_AUTH_MODE"))
     assert f"-- python -m ray_jobs.train --config {DEMO} train.max_steps=4 " in cmd
-    bad = subprocess.run(
-        [
-            "make",
-            "-s",
-            "-o",
-            ".venv/.longctx-installed",
-            "submit",
-            f"CONFIG={DEMO}",
-            "ARGS=train.max_stepz=4 --dry-run",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = _make_submit(tmp_path, "ARGS=train.max_stepz=4 --dry-run")
     assert bad.returncode != 0 and "unknown config key 'train.max_stepz'" in bad.stderr

@@ -108,6 +108,13 @@ def big_pool(tok):
     return Bank((docs, langs, count_doc_tokens(tok, docs, langs)))
 
 
+def _pool(big_pool, lo: int, hi: int, langs: set[str] | None = None) -> DocPool:
+    """The distractors of `big_pool` of lo..hi tokens (in `langs`, default any)."""
+    docs, doc_langs, counts = big_pool
+    keep = [i for i in range(len(docs)) if lo <= counts[i] <= hi and (langs is None or doc_langs[i] in langs)]
+    return DocPool([docs[i] for i in keep], [doc_langs[i] for i in keep], [counts[i] for i in keep])
+
+
 def _answer(rng: random.Random, lang: str, k: int) -> str:
     if lang == "zh":
         return "".join(rng.choice(ZH_ANSWER) for _ in range(3)) + ZH_ANSWER[k % 10]
@@ -283,11 +290,8 @@ def test_composer_samples_always_validate_or_fail_for_a_fit_reason(tok, big_pool
     rng = random.Random(case["seed"])
     lang, style = case["lang"], case["style"]
     records = _records(tok, rng, lang, case["lengths"], case["two_gold"])
-    docs, langs, counts = big_pool
-    lo, hi = case["band"]
     want_lang = {"same": {lang}, "other": {"en", "zh"} - {lang}, "both": {"en", "zh"}, "none": set()}
-    keep = [i for i in range(len(docs)) if langs[i] in want_lang[case["pool_lang"]] and lo <= counts[i] <= hi]
-    pool = DocPool([docs[i] for i in keep], [langs[i] for i in keep], [counts[i] for i in keep])
+    pool = _pool(big_pool, *case["band"], want_lang[case["pool_lang"]])
     spec = PositionSpec(case["kind"], case["middle_weight"], case["fixed"])
     target = case["absolute"] or max(128, _bound_tokens(tok, records, "paraphrase", lang) + case["slack"])
     cap = min(target, case["cap"] or target)
@@ -344,9 +348,7 @@ def test_long_passages_leave_room_for_one_to_three_documents(tok, big_pool, lang
     """Real-data shape: a long gold passage, long distractors, a target just above the gold's size."""
     rng = random.Random(seed)
     records = _records(tok, rng, lang, [length], [False])
-    docs, langs, counts = big_pool
-    keep = [i for i in range(len(docs)) if 300 <= counts[i] <= 1500]
-    pool = DocPool([docs[i] for i in keep], [langs[i] for i in keep], [counts[i] for i in keep])
+    pool = _pool(big_pool, 300, 1500)
     target = _bound_tokens(tok, records, "paraphrase", lang) + rng.choice([0, 200, 600, 1200])
     sample = compose_sample(
         records,
