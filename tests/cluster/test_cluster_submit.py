@@ -14,18 +14,16 @@ DEMO = "ray_jobs/configs/tiny_cpu.yaml"
 FAKE_SECRET = "hf_" + "x" * 30  # the shape of a Hugging Face token; not a real one
 
 
-def _run_submit(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run the real script as `make submit` does, against a head temp dir of our own (none running there)."""
+def _submit(cmd: list[str], tmp_path: Path, timeout: int, **env: str) -> subprocess.CompletedProcess:
+    """Run `cmd` in the checkout against a head temp dir of our own (none running there)."""
     full_env = {**os.environ, "LONGCTX_RAY_TEMP_DIR": str(tmp_path / "ray"), **env}
     full_env.pop("RAY_API_SERVER_ADDRESS", None)
-    return subprocess.run(
-        ["bash", str(REPO / "cluster/local/submit.sh"), *args],
-        cwd=REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _run_submit(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run the real script as `make submit` does."""
+    return _submit(["bash", str(REPO / "cluster/local/submit.sh"), *args], tmp_path, 120, **env)
 
 
 def test_local_head_submission_writes_into_this_checkout(submit_mod):
@@ -112,16 +110,8 @@ def test_shell_scripts_parse(script):
 
 def _make_submit(tmp_path, *args: str) -> subprocess.CompletedProcess:
     """`make submit ...` without re-running make setup; a dry run prints the `ray job submit` command."""
-    env = {**os.environ, "LONGCTX_RAY_TEMP_DIR": str(tmp_path / "ray")}
-    env.pop("RAY_API_SERVER_ADDRESS", None)
-    return subprocess.run(
-        ["make", "-s", "-o", ".venv/.longctx-installed", "submit", f"CONFIG={DEMO}", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    make = ["make", "-s", "-o", ".venv/.longctx-installed", "submit", f"CONFIG={DEMO}", *args]
+    return _submit(make, tmp_path, 300)
 
 
 def test_make_submit_passes_args_to_the_job(tmp_path):
