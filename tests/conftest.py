@@ -35,13 +35,13 @@ def ray_local():
     stage's local runtime (`longctx_core.runtime.ensure_ray`)."""
     import ray
 
-    from longctx_core.runtime import ensure_ray
+    from longctx_core.runtime import ensure_ray, shutdown_ray
 
     ensure_ray(local=True, num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
-    ray.shutdown()
+    shutdown_ray()  # as a stage ends its runtime: nothing of it outlives the session
 
 
 @pytest.fixture(scope="session")
