@@ -26,7 +26,9 @@ import pytest
 import yaml
 
 from longctx_core.cluster_checks import ClusterSpec, check_cluster, resource_requests
-from longctx_core.config import ConfigError, load_config
+from longctx_core.config import ConfigError, load_config, run_dir
+from longctx_core.errors import LongctxError
+from longctx_core.pipeline import STAGES
 from longctx_core.runtime import sync_auth_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,27 +200,138 @@ def test_custom_accelerator_means_cpu_workers():
     assert worker.resources["longctx_sim_gpu"] == 1.0 and "GPU" not in worker.resources
 
 
-def test_sim_refuses_before_starting_any_cluster(tmp_path):
-    t0 = time.monotonic()
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(SIM / "sim.py"),
-            "train.cpus_per_worker=2",
-            "--storage",
-            str(tmp_path / "runs"),
-            "--no-browser",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+# What a started cluster would show among the sim's descendants: Ray's servers and CLI, cluster/local/up.sh.
+CLUSTER_MARKS = ("raylet", "gcs_server", "ray start", "ray/_private", "ray/dashboard", "ray::", "up.sh")
+
+
+def _run_watching_descendants(cmd: list[str], env: dict, out: Path, timeout: float = 120):
+    """Run `cmd` with stdout/stderr in files under `out`, listing every process it descends into while it
+    runs (every 50 ms); returns (CompletedProcess, {pid: "name cmdline"} of all descendants seen)."""
+    seen: dict[int, str] = {}
+    with (out / "stdout").open("w") as so, (out / "stderr").open("w") as se:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=so, stderr=se, text=True)
+        end = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < end:
+            try:
+                kids = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:  # it exited between poll and listing
+                kids = []
+            for kid in kids:
+                try:
+                    seen.setdefault(kid.pid, f"{kid.name()} {' '.join(kid.cmdline())}")
+                except psutil.Error:  # gone before it could be read
+                    continue
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    res = subprocess.CompletedProcess(
+        cmd, proc.returncode, (out / "stdout").read_text(), (out / "stderr").read_text()
     )
-    line = _one_line_error(res)
-    assert line.startswith("longctx cluster-sim: error: train.num_workers")
-    assert "CPU: 2" in line and "ray.worker.gpu" in line
-    assert not list(Path("/tmp").glob("lcx-sim-*/ray/session_latest")) or time.monotonic() - t0 < 60
-    assert not (tmp_path / "runs").exists()  # nothing ran
+    return res, seen
+
+
+def test_sim_refuses_before_starting_any_cluster(tmp_path):
+    """A request no simulated node type can hold: exit 2 with the one line naming the key, the request and
+    the node types, and nothing started or written: no process of a cluster among the sim's descendants, no
+    temp folder (head, token, Ray's sockets), no run folder, no artifacts."""
+    sim_tmp = Path(tempfile.mkdtemp(prefix="lcx-t-", dir="/tmp"))  # short, like the sim's own default
+    (tmp_path / "out").mkdir()
+    env = {**os.environ, "LONGCTX_SIM_TMPDIR": str(sim_tmp)}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, str(SIM / "sim.py"), "train.cpus_per_worker=2", "--no-browser"]
+    cmd += ["--storage", str(tmp_path / "runs"), "--artifacts", str(tmp_path / "art")]
+    try:
+        res, seen = _run_watching_descendants(cmd, env, tmp_path / "out")
+        line = _one_line_error(res)
+        assert line.startswith("longctx cluster-sim: error: train.num_workers")
+        assert "train.cpus_per_worker" in line and "CPU: 2" in line
+        assert "ray.worker.cpu {CPU: 1" in line and "ray.worker.gpu {CPU: 1" in line  # the simulated types
+        started = {pid: p for pid, p in seen.items() if any(mark in p for mark in CLUSTER_MARKS)}
+        assert not started, started
+        assert list(sim_tmp.iterdir()) == []  # no lcx-sim-* folder: no head, token or Ray session
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "art").exists()
+    finally:
+        shutil.rmtree(sim_tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- a run folder that is already complete
+
+
+def _mark_done(cfg, stages) -> None:
+    """Put `stages`' final outputs and markers in cfg's run folder, as the pipeline leaves them."""
+    from longctx_core.pipeline import mark_stage_done, stage_output
+
+    root = run_dir(cfg)
+    for stage in stages:
+        out = stage_output(root, stage)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        mark_stage_done(cfg, root, stage, {"steps": cfg.train.max_steps} if stage == "train" else {})
+
+
+def test_sim_knows_what_the_job_would_run(tmp_path):
+    """`pending_stages` asks the pipeline's own stage_is_done: all three in an empty folder, only what is
+    missing in a partial one, none in a complete one, all with run.force=true; another config's outputs are
+    refused (the job would refuse them too)."""
+    ns = sim.parse_args(["--storage", str(tmp_path / "runs"), "--run-name", "done"])
+    plan = sim.plan_run(ns)
+    cfg = load_config(DEMO, plan.overrides)
+    assert plan.run_dir == run_dir(cfg) == (tmp_path / "runs" / "done").resolve()
+    assert sim.pending_stages(cfg) == ["synthesize", "train", "evaluate"]
+    _mark_done(cfg, ["synthesize", "train"])
+    assert sim.pending_stages(cfg) == ["evaluate"]
+    _mark_done(cfg, ["evaluate"])
+    assert sim.pending_stages(cfg) == []
+    forced = load_config(DEMO, [*plan.overrides, "run.force=true"])
+    assert sim.pending_stages(forced) == ["synthesize", "train", "evaluate"]
+    # more steps than the finished train stage took: it trains on, and evaluation follows
+    longer = load_config(DEMO, [*plan.overrides, f"train.max_steps={cfg.train.max_steps + 2}"])
+    assert sim.pending_stages(longer) == ["train", "evaluate"]
+    other = load_config(DEMO, [*plan.overrides, "data.num_samples=7"])
+    with pytest.raises(LongctxError, match="different config"):
+        sim.pending_stages(other)
+
+
+def test_sim_over_a_complete_run_folder_says_nothing_ran(tmp_path, monkeypatch, capsys):
+    """The second `make cluster-sim` on the same run folder: no cluster, no job, no timeline, exit 0, and
+    one plain line saying nothing ran and how to run it again (not a SUCCEEDED job that scaled nothing)."""
+    argv = ["--storage", str(tmp_path / "runs"), "--run-name", "done", "--no-browser"]
+    _mark_done(load_config(DEMO, sim.plan_run(sim.parse_args(argv)).overrides), STAGES)
+    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    sim_tmp = tmp_path / "simtmp"
+    sim_tmp.mkdir()
+    monkeypatch.setenv("LONGCTX_SIM_TMPDIR", str(sim_tmp))
+    assert sim.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("longctx cluster-sim: nothing ran:") and out.count("\n") == 1, out
+    assert str((tmp_path / "runs" / "done").resolve()) in out and "already complete" in out
+    assert "run.force=true" in out and "SUCCEEDED" not in out and "back to zero" not in out
+    assert list(sim_tmp.iterdir()) == []  # no cluster was started
+    assert not (tmp_path / "runs" / "done" / "cluster_sim").exists()  # no timeline, no artifacts folder
+    assert os.environ.get("RAY_AUTH_TOKEN_PATH") == token_path  # this process never became a head's client
+
+
+def test_timeline_of_a_run_that_scaled_nothing_says_so():
+    """Should a job end without any worker node (the pipeline skipped everything after all), the timeline
+    must not claim a scaled run: "back to zero" only after something scaled up."""
+    summary = {
+        "job": {"id": "lcx-sim-x", "status": "SUCCEEDED", "seconds": 6.0},
+        "types": ["ray.worker.cpu"],
+        "samples": [{"t": 0.0, "counts": {"head": 1, "ray.worker.cpu": 0}}],
+        "max_alive": {"ray.worker.cpu": 0},
+        "nodes": [],
+        "placement": {},
+        "gauges": {},
+        "sockets_seen": 0,
+        "exposed_sockets": [],
+        "scaled_to_zero": True,
+        "zero_at_s": 6.0,
+    }
+    first = watch.render(summary).splitlines()[0]
+    assert "no worker node was started" in first and "back to zero" not in first
+    summary["max_alive"] = {"ray.worker.cpu": 2}
+    assert "worker nodes back to zero: True at t=6.0 s" in watch.render(summary).splitlines()[0]
 
 
 # ---------------------------------------------------------------- the whole of make cluster-sim
