@@ -10,6 +10,7 @@ ports, and is stopped by its own tag (never `ray stop`).
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -377,8 +379,10 @@ def test_a_socket_read_before_its_owner_is_filed_by_the_later_reading(tmp_path):
     assert watch.socket_owner(2**22 + 12345) == "?"  # no such process
 
 
-@pytest.mark.e2e
-def test_make_cluster_sim_on_a_clean_clone():
+@pytest.fixture(scope="module")
+def clean_clone_sim() -> dict:
+    """`make cluster-sim` on a clean copy of the tree, run once for the tests below: {res, summary, runs,
+    name, wall, artifacts}."""
     base = Path(tempfile.mkdtemp(prefix="lcx-simt-", dir="/tmp"))
     clone = _clean_copy(base / "clone")
     runs, art, name = base / "runs", base / "artifacts", f"sim-{uuid.uuid4().hex[:6]}"
@@ -392,9 +396,17 @@ def test_make_cluster_sim_on_a_clean_clone():
         timeout=1400,
     )
     wall = time.monotonic() - t0
-    out = res.stdout[-8000:] + res.stderr[-4000:]
     print(f"make cluster-sim: exit {res.returncode} after {wall:.0f} s\n{res.stdout[-6000:]}")
     summary = json.loads((art / "timeline.json").read_text())
+    return {"res": res, "summary": summary, "runs": runs, "name": name, "wall": wall, "artifacts": art}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1500)
+def test_make_cluster_sim_on_a_clean_clone(clean_clone_sim):
+    res, summary, wall = clean_clone_sim["res"], clean_clone_sim["summary"], clean_clone_sim["wall"]
+    runs, name = clean_clone_sim["runs"], clean_clone_sim["name"]
+    out = res.stdout[-8000:] + res.stderr[-4000:]
     assert res.returncode == 0, out
 
     # ≥ 2 worker nodes started from zero, and back to zero at the end
@@ -440,18 +452,123 @@ def test_make_cluster_sim_on_a_clean_clone():
     ]
     assert any(abs(gauges["ray_longctx_train_loss"]["value"] - x) < 1e-4 * max(1, abs(x)) for x in losses)
 
-    # the dashboard as a person sees it (when chromium is installed: make setup-browser)
+    print(f"cluster-sim test: {wall:.0f} s, peak workers {summary['max_alive']}")
+
+    # a second make cluster-sim over the now complete run folder: nothing runs, and it says so
+    timeline = clean_clone_sim["artifacts"] / "timeline.json"
+    written = timeline.stat().st_mtime_ns
+    again = subprocess.run(
+        [sys.executable, str(SIM / "sim.py"), "--storage", str(runs), "--run-name", name, "--no-browser"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.startswith("longctx cluster-sim: nothing ran:") and "run.force=true" in again.stdout
+    assert "SUCCEEDED" not in again.stdout and timeline.stat().st_mtime_ns == written
+
+
+def _require_chromium() -> None:
+    """Chromium is needed for the dashboard checks: without it they fail, loudly, unless the run says it
+    may go without (LONGCTX_ALLOW_NO_BROWSER=1, e.g. a laptop without make setup-browser): then they skip."""
     from browser import find_chromium
 
     if find_chromium():
-        shots = {s["page"]: s for s in summary["screenshots"]}
-        assert set(shots) == {"jobs", "cluster_nodes"}, summary["screenshot_errors"]
-        for shot in shots.values():
-            assert Path(shot["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot["ok"], shot
-        assert summary["job"]["id"] in Path(shots["jobs"]["html"]).read_text()
-        nodes_html = Path(shots["cluster_nodes"]["html"]).read_text()
-        assert nodes_html.count("ALIVE") >= 3  # the head and at least two workers while scaled up
-    print(f"cluster-sim test: {wall:.0f} s, peak workers {summary['max_alive']}")
+        return
+    if os.environ.get("LONGCTX_ALLOW_NO_BROWSER") == "1":
+        pytest.skip("no chromium on PATH and LONGCTX_ALLOW_NO_BROWSER=1: dashboard screenshots not checked")
+    pytest.fail(
+        "no chromium on PATH: the dashboard screenshots cannot be checked. Install it (make setup-browser), "
+        "or set LONGCTX_ALLOW_NO_BROWSER=1 to skip these checks on purpose",
+        pytrace=False,
+    )
+
+
+def test_missing_chromium_fails_loudly_unless_allowed(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium here
+    monkeypatch.delenv("LONGCTX_ALLOW_NO_BROWSER", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="no chromium on PATH.*make setup-browser"):
+        _require_chromium()
+    monkeypatch.setenv("LONGCTX_ALLOW_NO_BROWSER", "1")
+    with pytest.raises(pytest.skip.Exception, match="LONGCTX_ALLOW_NO_BROWSER=1"):
+        _require_chromium()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1500)
+def test_cluster_sim_dashboard_screenshots(request, png_facts):
+    """The dashboard as a person sees it, during make cluster-sim: the nodes page while scaled up and the
+    Jobs page once the job SUCCEEDED, each a real screenshot (the viewport's width, many colours, text)."""
+    _require_chromium()  # before the (long) simulated run
+    sim_run = request.getfixturevalue("clean_clone_sim")
+    summary = sim_run["summary"]
+    shots = {s["page"]: s for s in summary["screenshots"]}
+    assert set(shots) == {"jobs", "cluster_nodes"}, summary["screenshot_errors"]
+    for shot in shots.values():
+        assert shot["ok"], shot
+        png = png_facts(shot["png"])
+        assert png.width == 1440 and 600 <= png.height <= 1000, (png.width, png.height)
+        png.assert_drawn(png.width, png.height, min_colours=50)
+    assert summary["job"]["id"] in Path(shots["jobs"]["html"]).read_text()
+    nodes_html = Path(shots["cluster_nodes"]["html"]).read_text()
+    assert nodes_html.count("ALIVE") >= 3  # the head and at least two workers while scaled up
+
+
+class _StaticDashboard(http.server.BaseHTTPRequestHandler):
+    """A page that fills in from script after a moment (as the dashboard's React app does), and the
+    dashboard's token login: POST /api/authenticate answers 200 for `Bearer secret`, 401 otherwise."""
+
+    PAGE = (
+        b"<!doctype html><html><body style='font-family:sans-serif;margin:0'>"
+        b"<div style='background:#1f77b4;color:white;padding:24px'>Ray dashboard</div><div id='app'></div>"
+        b"<script>setTimeout(() => { document.getElementById('app').innerHTML = '<h2>Jobs</h2><table>"
+        b'<tr><td>lcx-sim-1</td><td style="color:#2ca02c">SUCCEEDED</td></tr></table>\'; }, 500);</script>'
+        b"</body></html>"
+    )
+
+    def do_GET(self):
+        self._reply(200, self.PAGE)
+
+    def do_POST(self):
+        self._reply(200 if self.headers.get("Authorization") == "Bearer secret" else 401, b"")
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_screenshots_are_real_pictures_of_the_page(tmp_path, png_facts):
+    """browser.shoot (headless Chromium over DevTools, the sim's screenshots) on a page served here: it logs
+    in with the token, waits for the page's text, and saves a PNG showing it; a refused login is an error."""
+    import browser
+
+    _require_chromium()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StaticDashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    page = browser.Page("jobs", "#/jobs", ["lcx-sim-1", "SUCCEEDED"])
+    try:
+        (shot,) = browser.shoot(url, "secret", [page], tmp_path, wait_s=30)
+        assert shot["ok"] and shot["shows"] == {"lcx-sim-1": True, "SUCCEEDED": True}, shot
+        assert "SUCCEEDED" in Path(shot["html"]).read_text()
+        png = png_facts(shot["png"])
+        assert png.width == 1440 and 600 <= png.height <= 1000, (png.width, png.height)
+        png.assert_drawn(png.width, png.height, min_colours=50)
+        assert png.near("#1f77b4") > 1440 * 40  # the header band, as wide as the page
+        assert png.near("#2ca02c", tol=40) > 20  # the status text, rendered
+        with pytest.raises(RuntimeError, match="dashboard login returned HTTP 401"):
+            browser.shoot(url, "wrong", [page], tmp_path / "refused", wait_s=5)
+    finally:
+        server.shutdown()
 
 
 # ---------------------------------------------------------------- a node lost mid-training
