@@ -76,18 +76,20 @@ def _env(ray_tmp: Path) -> dict[str, str]:
 
 @pytest.mark.timeout(300)
 def test_shutdown_ends_a_process_that_left_the_runtimes_tree(ray_tmp):
-    """A task starts a daemon (`sleep 600 &` from a shell that exits at once): reparented to init, out of
-    reach of the raylet, which ends its workers and their children, but holding the worker's log files. The
-    runtime's shutdown must end it too, and nothing of the session may be left."""
+    """A task starts a daemon (`setsid sleep 600 &` from a shell that exits at once): reparented to init and
+    in a session of its own, so out of reach of the raylet, which ends each worker's process group and
+    children, but holding the worker's log files. The runtime's shutdown must end it too, and nothing of the
+    session may be left."""
     code = (
         "import subprocess, ray\n"
         "from longctx_core.runtime import ensure_ray, shutdown_ray\n"
         "ensure_ray(local=True, num_cpus=1, include_dashboard=False)\n"
         "@ray.remote(num_cpus=0.5)\n"
         "def daemon():\n"
-        # the daemon's stdout and stderr: the worker's log file (its stderr), not the pipe read here
-        "    out = subprocess.run(['bash', '-c', 'sleep 600 >&2 & echo $!'], stdout=subprocess.PIPE, text=True)\n"
-        "    return int(out.stdout)\n"
+        # the daemon: in a session of its own (no process-group kill reaches it), its stdout and stderr the
+        # worker's log file (the worker's stderr), not the pipe read here
+        "    cmd = ['bash', '-c', 'setsid sleep 600 >&2 & echo $!']\n"
+        "    return int(subprocess.run(cmd, stdout=subprocess.PIPE, text=True).stdout)\n"
         "print('DAEMON', ray.get(daemon.remote()), flush=True)\n"
         "print('ENDED', shutdown_ray(grace_s=2.0), flush=True)\n"
     )
