@@ -89,14 +89,15 @@ cluster-sim: setup
 	$(PY) cluster/sim/sim.py $(if $(filter file,$(origin CONFIG)),,--config $(CONFIG)) $(ARGS)
 
 # Headless Chromium (Debian package) for the dashboard screenshots of make cluster-sim. Idempotent; installs
-# only as root with apt-get, otherwise says so and the screenshots are skipped.
+# only as root with apt-get, otherwise says so: make cluster-sim then takes no screenshots, and the tests that
+# check them fail unless LONGCTX_ALLOW_NO_BROWSER=1 (then they skip).
 setup-browser:
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "setup-browser: installing chromium (apt-get)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
-	    || echo "setup-browser: chromium install failed; dashboard screenshots will be skipped"; \
-	else echo "setup-browser: no chromium and not root with apt-get; dashboard screenshots will be skipped"; fi
+	    || echo "setup-browser: chromium install failed; no dashboard screenshots (screenshot tests fail unless LONGCTX_ALLOW_NO_BROWSER=1)"; \
+	else echo "setup-browser: no chromium and not root with apt-get; no dashboard screenshots (screenshot tests fail unless LONGCTX_ALLOW_NO_BROWSER=1)"; fi
 
 clean:
 	rm -rf runs .cache .pytest_cache

@@ -229,10 +229,15 @@ class Watcher:
 def render(summary: dict) -> str:
     """The timeline as `make cluster-sim` prints it."""
     job = summary["job"]
+    if any(summary.get("max_alive", {}).values()):
+        scaled = f"worker nodes back to zero: {summary['scaled_to_zero']} " + (
+            f"at t={summary['zero_at_s']} s" if summary.get("zero_at_s") is not None else ""
+        )
+    else:  # nothing scaled up, so nothing came back down either
+        scaled = "no worker node was started (nothing scaled)"
     lines = [
-        f"longctx cluster-sim: job {job['id']} {job['status']} after {job['seconds']} s "
-        f"(submitted at t=0); worker nodes back to zero: {summary['scaled_to_zero']} "
-        + (f"at t={summary['zero_at_s']} s" if summary.get("zero_at_s") is not None else ""),
+        f"longctx cluster-sim: job {job['id']} {job['status']} after {job['seconds']} s (submitted at t=0); "
+        + scaled,
         "",
         "nodes per type over time (t = seconds since submission; a line each time a count changes):",
     ]

@@ -5,7 +5,8 @@
 - `passkey_heatmap.png`: passkey accuracy over depth x length, one panel per model.
 - `perplexity_position.png`: perplexity vs token position, one line per model x length.
 
-Each `*_series` function returns exactly what its plot draws, so tests can compare it with metrics.json.
+Each `*_series` function returns exactly what its plot draws, so tests can compare it with metrics.json;
+`line_figure` / `heatmap_figure` build the Figure that is saved, so tests can read the drawn data back.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def heatmap_series(cells: list[dict]) -> dict[str, tuple[list, list, list[list[f
     return out
 
 
-def _line_plot(series, path: Path, xlabel: str, ylabel: str, title: str, logy: bool = False) -> Path:
+def line_figure(series, xlabel: str, ylabel: str, title: str, logy: bool = False):
+    """The matplotlib Figure of a line plot: one line per `series` entry ({label: (xs, ys)}), as drawn into
+    the PNG (the caller closes it)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, (xs, ys) in series.items():
@@ -54,12 +57,12 @@ def _line_plot(series, path: Path, xlabel: str, ylabel: str, title: str, logy: b
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _heatmap(series, path: Path) -> Path:
+def heatmap_figure(series):
+    """The matplotlib Figure of the passkey heatmaps: one panel per model of `heatmap_series` (depth rows,
+    length columns, accuracy written in each cell), as drawn into the PNG (the caller closes it)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.8), squeeze=False)
     for ax, (model, (depths, lengths, grid)) in zip(axes[0], series.items(), strict=True):
@@ -73,9 +76,22 @@ def _heatmap(series, path: Path) -> Path:
         ax.set_ylabel("key depth")
         ax.set_title(f"passkey accuracy: {model}")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    return fig
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write `fig` as a PNG at the plots' resolution (110 dpi) and close it; returns `path`."""
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
+
+
+def _line_plot(series, path: Path, xlabel: str, ylabel: str, title: str, logy: bool = False) -> Path:
+    return save_figure(line_figure(series, xlabel, ylabel, title, logy), path)
+
+
+def _heatmap(series, path: Path) -> Path:
+    return save_figure(heatmap_figure(series), path)
 
 
 # Accuracy by gold position, one line per series: task -> (plot name, x, series keys, x label, title).

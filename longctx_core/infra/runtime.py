@@ -2,6 +2,7 @@
 
     ensure_ray()                                  # stage code: RAY_ADDRESS / `ray job submit` -> that cluster
     ensure_ray(local=True, num_cpus=2, include_dashboard=False)   # tests: always a private local runtime
+    shutdown_ray()                                # at the end: ray.shutdown(), then nothing of ours survives
 
 Why not a plain `ray.init()`:
 - Locally it starts a runtime whose GCS, raylet, dashboard agent, runtime-env agent and workers listen on
@@ -33,6 +34,14 @@ Why not a plain `ray.init()`:
   speed-up over the loop 0.64x vs 0.93x, medians of 3 pairs; on an idle machine no difference). A local
   runtime starts its workers at 0 (`worker_niceness`; LONGCTX_WORKER_NICENESS changes it); a cluster keeps
   Ray's default, since its nodes run nothing else.
+- `ray.shutdown()` stops the servers a local runtime started, and the raylet its workers, but a process
+  that left the tree on its own (a worker orphaned by a raylet that was killed before it could end it, a
+  worker's daemonised child, a dashboard helper) outlives it, reparented to init, holding its memory. Such
+  a process still has the session folder on its command line or a log file of it open (a worker's stdout
+  and stderr go to `<session>/logs/worker-*.out|err`, and its children inherit them). `shutdown_ray` ends a
+  runtime `ensure_ray` started: `ray.shutdown()`, then every process of that session (found by its folder)
+  still alive after a short grace period is terminated. Every stage run from the command line ends with it
+  (`longctx_core.runner.cli.run_stage`); a cluster it joined is left alone.
 Token authentication stays as Ray 2.60 sets it; nothing here turns it off.
 """
 
@@ -49,6 +58,8 @@ LOOPBACK = "127.0.0.1"
 # Ray's single-node switch (ray._private.ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR): "0" keeps a loopback
 # node IP, so every server of the node binds to 127.0.0.1.
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# The session folder of the local runtime ensure_ray started in this process (None: none, or joined a cluster).
+_local_session: str | None = None
 
 
 def _loopback(address: str) -> bool:
@@ -140,7 +151,73 @@ def ensure_ray(local: bool | None = None, **local_init_kwargs) -> str:
     with _single_node_switch():
         ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
     node = ray._private.worker.global_worker.node
+    global _local_session
+    _local_session = node.get_session_dir_path()
     logger.info(
         "started a local Ray runtime bound to %s (session %s)", node.node_ip_address, node.session_name
     )
     return "local"
+
+
+def _names_folder(args: list[str], folder: str) -> bool:
+    return any(a == folder or a.endswith(("=" + folder, " " + folder)) or folder + "/" in a for a in args)
+
+
+def session_processes(session_dir: str) -> list:
+    """The live processes (psutil) of the Ray session in `session_dir`, this process excluded: every one whose
+    command line names the folder (Ray's servers and agents) or that holds a file in it open (workers log
+    there, and their children inherit those descriptors). Processes that cannot be read are skipped."""
+    import psutil
+
+    prefix, found = session_dir.rstrip("/") + "/", []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if _names_folder(proc.cmdline(), prefix[:-1]) or any(
+                f.path.startswith(prefix) for f in proc.open_files()
+            ):
+                found.append(proc)
+        except psutil.Error:  # gone meanwhile, a zombie, or another user's
+            continue
+    return found
+
+
+def _end(procs: list, grace_s: float) -> list[int]:
+    """Wait up to `grace_s` for `procs` to exit, then SIGTERM the rest and SIGKILL what is left 3 s later;
+    returns the pids that had to be signalled."""
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, stubborn = psutil.wait_procs(alive, timeout=3)
+    for proc in stubborn:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(stubborn, timeout=3)
+    return [p.pid for p in alive]
+
+
+def shutdown_ray(grace_s: float = 5.0) -> list[int]:
+    """Disconnect from Ray; when `ensure_ray` started the runtime here, also make sure none of its processes
+    survives (see the module note): `ray.shutdown()`, then every process of its session still alive after
+    `grace_s` is terminated (logged as a warning). Returns the pids that had to be ended."""
+    import ray
+
+    global _local_session
+    session, _local_session = _local_session, None
+    ray.shutdown()
+    if session is None:
+        return []
+    ended = _end(session_processes(session), grace_s)
+    ended += _end(session_processes(session), 0.0)  # orphans of the ones just ended
+    if ended:
+        logger.warning(
+            "ended %d process(es) of the local Ray runtime that outlived its shutdown (session %s): pids %s",
+            len(ended),
+            session,
+            ended,
+        )
+    return ended

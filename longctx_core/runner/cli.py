@@ -59,9 +59,11 @@ def fail(stage: str, reason: str, code: int) -> None:
 def run_stage(name: str, argv: Sequence[str] | None = None) -> object:
     """The stage runner behind every `python -m ray_jobs.<name>`: parse and validate the config against the
     stage's schema, run the stage's checks, and only then start or join Ray (`ensure_ray`, the one place a
-    stage process initialises Ray) and run the stage (`longctx_core.runner.stages`). Exits 2 with one line on a bad
-    config or input, 1 on anything unexpected."""
-    from longctx_core.infra.runtime import ensure_ray
+    stage process initialises Ray) and run the stage (`longctx_core.runner.stages`); a local runtime started here is
+    shut down at the end with all its processes (`shutdown_ray`), a joined cluster or a runtime already
+    running in this process is left as it was. Exits 2 with one line on a bad config or input, 1 on anything
+    unexpected."""
+    from longctx_core.infra.runtime import ensure_ray, shutdown_ray
     from longctx_core.runner.stages import get
 
     for key, value in _ENV_DEFAULTS.items():
@@ -73,9 +75,11 @@ def run_stage(name: str, argv: Sequence[str] | None = None) -> object:
     except ConfigError as exc:
         fail(name, f"invalid config: {exc}", 2)
     setup_logging(cfg.run.log_level)
+    ray_mode = None
     try:
         checked = stage.function("check")(cfg)  # no Ray yet: a bad input costs seconds and no resources
-        ensure_ray()  # inside `ray job submit` this joins the cluster; locally a loopback-only runtime
+        # inside `ray job submit` this joins the cluster; locally a loopback-only runtime
+        ray_mode = ensure_ray()
         return stage.function("run")(cfg, checked)
     except (ConfigError, LongctxError) as exc:
         fail(name, str(exc), 2)
@@ -84,6 +88,9 @@ def run_stage(name: str, argv: Sequence[str] | None = None) -> object:
     except Exception as exc:  # unexpected: keep the traceback for the user, end with the one-line reason
         traceback.print_exc()
         fail(name, f"{type(exc).__name__}: {exc}".splitlines()[0], 1)
+    finally:
+        if ray_mode == "local":  # the runtime started here ends here, every process of it (runtime.py)
+            shutdown_ray()
     return None
 
 

@@ -1,8 +1,10 @@
 """Smoke tests of the benchmarks at tiny sizes: each runs for real and writes a well-formed result.
 
 No timing is asserted (the figures of a tiny run mean nothing); what is checked is the result's structure,
-that its ratios are finite, and the invariants each benchmark rests on (same steps on both sides, packing
-efficiency bounds). Results go to a temporary folder, never bench/results/.
+that its value and baseline are the candidate's and the baseline's figures as recomputed here from the raw
+measurements it records (seconds, token counts, per-run figures) and its ratio their quotient, on the right
+side of 1, and the invariants each benchmark rests on (same steps on both sides, packing efficiency bounds).
+Results go to a temporary folder, never bench/results/.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-REQUIRED = ("name", "value", "unit", "baseline", "ratio", "command", "machine")
+REQUIRED = ("name", "value", "unit", "baseline", "ratio", "command", "measured_at", "machine")
+MACHINE = ("python", "platform", "cpus", "torch", "torch_threads", "gpu")
 
 
 @pytest.fixture
@@ -29,17 +35,36 @@ def results(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def check_record(path: Path, name: str) -> dict:
-    """Load a result file and check the schema every benchmark shares; returns the record."""
+def check_record(path: Path, name: str, value: float, baseline: float) -> dict:
+    """Load a result file and check it against facts the caller derived from the record's raw measurements.
+
+    `value` and `baseline` are the candidate's and the baseline's figures as the test recomputes them (from
+    per-run seconds and token counts, the measured rows...), not the record's own `value`/`baseline`. Checks
+    the schema every benchmark shares (bench/README.md: name, value, unit, baseline, ratio, the command that
+    reproduces it, when and on what it was measured), that value and baseline are those two figures, both
+    positive and finite, and that ratio is candidate over baseline: above 1 exactly when the candidate's
+    figure is the larger. Returns the record."""
     record = json.loads(path.read_text())
-    for key in REQUIRED:
-        assert key in record, f"{path.name} lacks {key}"
-    assert record["name"] == name
-    for key in ("value", "baseline", "ratio"):
-        assert isinstance(record[key], float) and math.isfinite(record[key]) and record[key] > 0, key
-    assert record["ratio"] == pytest.approx(record["value"] / record["baseline"])
-    assert record["command"].startswith("python -m bench.")
+    missing = [key for key in REQUIRED if key not in record]
+    assert not missing, f"{path.name} lacks {missing}"
+    assert record["name"] == name == path.stem
+    assert isinstance(record["unit"], str) and record["unit"].strip()
+    assert re.fullmatch(r"python -m (bench|repro)\.[a-z_.]+( .+)?", record["command"]), record["command"]
+    time.strptime(record["measured_at"], "%Y-%m-%dT%H:%M:%SZ")
+    assert set(MACHINE) <= set(record["machine"]) and record["machine"]["cpus"] >= 1
+    for figure in (value, baseline):
+        assert isinstance(figure, (int, float)) and math.isfinite(figure) and figure > 0, figure
+    assert record["value"] == pytest.approx(value, rel=1e-9), "value is not the candidate's figure"
+    assert record["baseline"] == pytest.approx(baseline, rel=1e-9), "baseline is not the baseline's figure"
+    ratio = record["ratio"]
+    assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
+    assert ratio == pytest.approx(value / baseline, rel=1e-9)
+    assert (ratio > 1) == (value > baseline) and (ratio < 1) == (value < baseline)
     return record
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def test_packing_smoke(results):
@@ -47,7 +72,18 @@ def test_packing_smoke(results):
 
     argv = ["--demo-samples", "6", "--wide-samples", "200", "--train-samples", "4", "--warmup", "0"]
     main(argv)
-    record = check_record(results / "packing.json", "packing")
+    raw = _read(results / "packing.json")["train"]
+    # median of 3 timed passes on the same rows: the real tokens over the median pass's seconds
+    packed, padded = raw["packed"], raw["padded"]
+    record = check_record(
+        results / "packing.json",
+        "packing",
+        packed["tokens"] / packed["seconds"],
+        padded["tokens"] / padded["seconds"],
+    )
+    for run in (packed, padded):
+        assert len(run["tokens_per_s_runs"]) == 3
+        assert run["tokens_per_s_range"] == [min(run["tokens_per_s_runs"]), max(run["tokens_per_s_runs"])]
     for dist in ("demo", "mixed", "wide_1k_32k"):
         eff = record["efficiency"][dist]
         assert 0 < eff["one_per_row"] <= eff["packed"] <= 1, dist
@@ -63,7 +99,13 @@ def test_overhead_smoke(results, ray_local):
     from bench.bench_overhead import main
 
     main(["--pairs", "2", "--samples", "4", "--steps", "1", "--warmup", "1"])
-    record = check_record(results / "overhead.json", "overhead")
+    pairs = _read(results / "overhead.json")["pairs"]
+    record = check_record(
+        results / "overhead.json",
+        "overhead",
+        statistics.median(p["ray_tokens_per_s"] for p in pairs),
+        statistics.median(p["plain_tokens_per_s"] for p in pairs),
+    )
     # two interleaved pairs (plain first, then Ray first), the medians and the per-pair ratios
     ratios = record["pair_ratio"]
     assert len(ratios["each"]) == len(record["pairs"]) == 2
@@ -81,9 +123,14 @@ def test_eval_smoke(results, ray_local):
     from bench.run_all import BENCHMARKS
 
     main(BENCHMARKS["eval"][1])
-    record = check_record(results / "eval.json", "eval")
+    cells = _read(results / "eval.json")["per_length"].values()
+    prompts = sum(c["prompts"] for c in cells)
+    stage_s, plain_s = sum(c["stage_s"] for c in cells), sum(c["plain_s"] for c in cells)
+    record = check_record(results / "eval.json", "eval", prompts / stage_s, prompts / plain_s)
+    assert (record["ratio"] > 1) == (stage_s < plain_s)  # above 1: the stage's path took less time
     cell = record["per_length"]["448"]
     assert cell["prompts"] == 2 and cell["stage_s"] > 0 and cell["plain_s"] > 0
+    assert cell["ratio"] == pytest.approx(cell["plain_s"] / cell["stage_s"])
     # the same greedy replies from the stage's batched path and a plain generate loop on the same weights
     assert cell["same_replies"] == 2
     assert ray_local.is_initialized()
@@ -93,7 +140,15 @@ def test_longctx_smoke(results):
     from bench.bench_longctx import main
 
     main(["--multiples", "1", "2", "--steps", "1", "--warmup", "0", "--threads", "1"])
-    record = check_record(results / "longctx.json", "longctx")
+    chunked = {c["length"]: c for c in _read(results / "longctx.json")["curve"]["chunked"]}
+    # the chunked loss's throughput at the longest context against the shortest
+    record = check_record(
+        results / "longctx.json",
+        "longctx",
+        chunked[max(chunked)]["tokens_per_s"],
+        chunked[min(chunked)]["tokens_per_s"],
+    )
+    assert f"at {max(chunked)} tokens" in record["unit"] and f"vs at {min(chunked)}" in record["unit"]
     assert record["original_context"] == 512
     for mode in ("chunked", "full_logits"):
         curve = record["curve"][mode]
@@ -111,7 +166,10 @@ def test_toybase_smoke(results, attn):
     from bench.run_all import BENCHMARKS
 
     bench_toybase.main([*BENCHMARKS["toybase"][1], "--packed-attn", attn])
-    record = check_record(results / "toybase.json", "toybase")
+    raw = _read(results / "toybase.json")
+    # steps/s of each side from its timed steps and seconds (one run per side: --pairs 1)
+    speed = {r["pack"]: raw["steps"] / r["seconds"] for r in raw["runs"]}
+    record = check_record(results / "toybase.json", "toybase", speed[True], speed[False])
     assert [(r["pack"], r["prefetch"], r["attn"]) for r in record["runs"]] == [
         (False, 0, "sdpa"),
         (True, 2, attn),

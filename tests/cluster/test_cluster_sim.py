@@ -10,6 +10,7 @@ ports, and is stopped by its own tag (never `ray stop`).
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,9 +27,11 @@ import psutil
 import pytest
 import yaml
 
-from longctx_core.config import ConfigError, load_config
+from longctx_core.config import ConfigError, load_config, run_dir
+from longctx_core.errors import LongctxError
 from longctx_core.infra.runtime import sync_auth_config
 from longctx_core.runner.cluster_checks import ClusterSpec, check_cluster, resource_requests
+from longctx_core.runner.markers import CHAIN
 
 REPO = Path(__file__).resolve().parents[2]
 SIM = REPO / "cluster" / "sim"
@@ -198,27 +202,138 @@ def test_custom_accelerator_means_cpu_workers():
     assert worker.resources["longctx_sim_gpu"] == 1.0 and "GPU" not in worker.resources
 
 
-def test_sim_refuses_before_starting_any_cluster(tmp_path):
-    t0 = time.monotonic()
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(SIM / "sim.py"),
-            "train.cpus_per_worker=2",
-            "--storage",
-            str(tmp_path / "runs"),
-            "--no-browser",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+# What a started cluster would show among the sim's descendants: Ray's servers and CLI, cluster/local/up.sh.
+CLUSTER_MARKS = ("raylet", "gcs_server", "ray start", "ray/_private", "ray/dashboard", "ray::", "up.sh")
+
+
+def _run_watching_descendants(cmd: list[str], env: dict, out: Path, timeout: float = 120):
+    """Run `cmd` with stdout/stderr in files under `out`, listing every process it descends into while it
+    runs (every 50 ms); returns (CompletedProcess, {pid: "name cmdline"} of all descendants seen)."""
+    seen: dict[int, str] = {}
+    with (out / "stdout").open("w") as so, (out / "stderr").open("w") as se:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=so, stderr=se, text=True)
+        end = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < end:
+            try:
+                kids = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:  # it exited between poll and listing
+                kids = []
+            for kid in kids:
+                try:
+                    seen.setdefault(kid.pid, f"{kid.name()} {' '.join(kid.cmdline())}")
+                except psutil.Error:  # gone before it could be read
+                    continue
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    res = subprocess.CompletedProcess(
+        cmd, proc.returncode, (out / "stdout").read_text(), (out / "stderr").read_text()
     )
-    line = _one_line_error(res)
-    assert line.startswith("longctx cluster-sim: error: train.num_workers")
-    assert "CPU: 2" in line and "ray.worker.gpu" in line
-    assert not list(Path("/tmp").glob("lcx-sim-*/ray/session_latest")) or time.monotonic() - t0 < 60
-    assert not (tmp_path / "runs").exists()  # nothing ran
+    return res, seen
+
+
+def test_sim_refuses_before_starting_any_cluster(tmp_path):
+    """A request no simulated node type can hold: exit 2 with the one line naming the key, the request and
+    the node types, and nothing started or written: no process of a cluster among the sim's descendants, no
+    temp folder (head, token, Ray's sockets), no run folder, no artifacts."""
+    sim_tmp = Path(tempfile.mkdtemp(prefix="lcx-t-", dir="/tmp"))  # short, like the sim's own default
+    (tmp_path / "out").mkdir()
+    env = {**os.environ, "LONGCTX_SIM_TMPDIR": str(sim_tmp)}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, str(SIM / "sim.py"), "train.cpus_per_worker=2", "--no-browser"]
+    cmd += ["--storage", str(tmp_path / "runs"), "--artifacts", str(tmp_path / "art")]
+    try:
+        res, seen = _run_watching_descendants(cmd, env, tmp_path / "out")
+        line = _one_line_error(res)
+        assert line.startswith("longctx cluster-sim: error: train.num_workers")
+        assert "train.cpus_per_worker" in line and "CPU: 2" in line
+        assert "ray.worker.cpu {CPU: 1" in line and "ray.worker.gpu {CPU: 1" in line  # the simulated types
+        started = {pid: p for pid, p in seen.items() if any(mark in p for mark in CLUSTER_MARKS)}
+        assert not started, started
+        assert list(sim_tmp.iterdir()) == []  # no lcx-sim-* folder: no head, token or Ray session
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "art").exists()
+    finally:
+        shutil.rmtree(sim_tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- a run folder that is already complete
+
+
+def _mark_done(cfg, stages) -> None:
+    """Put `stages`' final outputs and markers in cfg's run folder, as the pipeline leaves them."""
+    from longctx_core.runner.chain import mark_stage_done, stage_output
+
+    root = run_dir(cfg)
+    for stage in stages:
+        out = stage_output(root, stage)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        mark_stage_done(cfg, root, stage, {"steps": cfg.train.max_steps} if stage == "train" else {})
+
+
+def test_sim_knows_what_the_job_would_run(tmp_path):
+    """`pending_stages` asks the pipeline's own stage_is_done: all three in an empty folder, only what is
+    missing in a partial one, none in a complete one, all with run.force=true; another config's outputs are
+    refused (the job would refuse them too)."""
+    ns = sim.parse_args(["--storage", str(tmp_path / "runs"), "--run-name", "done"])
+    plan = sim.plan_run(ns)
+    cfg = load_config(DEMO, plan.overrides)
+    assert plan.run_dir == run_dir(cfg) == (tmp_path / "runs" / "done").resolve()
+    assert sim.pending_stages(cfg) == ["synthesize", "train", "evaluate"]
+    _mark_done(cfg, ["synthesize", "train"])
+    assert sim.pending_stages(cfg) == ["evaluate"]
+    _mark_done(cfg, ["evaluate"])
+    assert sim.pending_stages(cfg) == []
+    forced = load_config(DEMO, [*plan.overrides, "run.force=true"])
+    assert sim.pending_stages(forced) == ["synthesize", "train", "evaluate"]
+    # more steps than the finished train stage took: it trains on, and evaluation follows
+    longer = load_config(DEMO, [*plan.overrides, f"train.max_steps={cfg.train.max_steps + 2}"])
+    assert sim.pending_stages(longer) == ["train", "evaluate"]
+    other = load_config(DEMO, [*plan.overrides, "data.num_samples=7"])
+    with pytest.raises(LongctxError, match="different config"):
+        sim.pending_stages(other)
+
+
+def test_sim_over_a_complete_run_folder_says_nothing_ran(tmp_path, monkeypatch, capsys):
+    """The second `make cluster-sim` on the same run folder: no cluster, no job, no timeline, exit 0, and
+    one plain line saying nothing ran and how to run it again (not a SUCCEEDED job that scaled nothing)."""
+    argv = ["--storage", str(tmp_path / "runs"), "--run-name", "done", "--no-browser"]
+    _mark_done(load_config(DEMO, sim.plan_run(sim.parse_args(argv)).overrides), CHAIN)
+    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    sim_tmp = tmp_path / "simtmp"
+    sim_tmp.mkdir()
+    monkeypatch.setenv("LONGCTX_SIM_TMPDIR", str(sim_tmp))
+    assert sim.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("longctx cluster-sim: nothing ran:") and out.count("\n") == 1, out
+    assert str((tmp_path / "runs" / "done").resolve()) in out and "already complete" in out
+    assert "run.force=true" in out and "SUCCEEDED" not in out and "back to zero" not in out
+    assert list(sim_tmp.iterdir()) == []  # no cluster was started
+    assert not (tmp_path / "runs" / "done" / "cluster_sim").exists()  # no timeline, no artifacts folder
+    assert os.environ.get("RAY_AUTH_TOKEN_PATH") == token_path  # this process never became a head's client
+
+
+def test_timeline_of_a_run_that_scaled_nothing_says_so():
+    """Should a job end without any worker node (the pipeline skipped everything after all), the timeline
+    must not claim a scaled run: "back to zero" only after something scaled up."""
+    summary = {
+        "job": {"id": "lcx-sim-x", "status": "SUCCEEDED", "seconds": 6.0},
+        "types": ["ray.worker.cpu"],
+        "samples": [{"t": 0.0, "counts": {"head": 1, "ray.worker.cpu": 0}}],
+        "max_alive": {"ray.worker.cpu": 0},
+        "nodes": [],
+        "placement": {},
+        "gauges": {},
+        "sockets_seen": 0,
+        "exposed_sockets": [],
+        "scaled_to_zero": True,
+        "zero_at_s": 6.0,
+    }
+    first = watch.render(summary).splitlines()[0]
+    assert "no worker node was started" in first and "back to zero" not in first
+    summary["max_alive"] = {"ray.worker.cpu": 2}
+    assert "worker nodes back to zero: True at t=6.0 s" in watch.render(summary).splitlines()[0]
 
 
 # ---------------------------------------------------------------- the whole of make cluster-sim
@@ -264,8 +379,10 @@ def test_a_socket_read_before_its_owner_is_filed_by_the_later_reading(tmp_path):
     assert watch.socket_owner(2**22 + 12345) == "?"  # no such process
 
 
-@pytest.mark.e2e
-def test_make_cluster_sim_on_a_clean_clone():
+@pytest.fixture(scope="module")
+def clean_clone_sim() -> dict:
+    """`make cluster-sim` on a clean copy of the tree, run once for the tests below: {res, summary, runs,
+    name, wall, artifacts}."""
     base = Path(tempfile.mkdtemp(prefix="lcx-simt-", dir="/tmp"))
     clone = _clean_copy(base / "clone")
     runs, art, name = base / "runs", base / "artifacts", f"sim-{uuid.uuid4().hex[:6]}"
@@ -279,9 +396,17 @@ def test_make_cluster_sim_on_a_clean_clone():
         timeout=1400,
     )
     wall = time.monotonic() - t0
-    out = res.stdout[-8000:] + res.stderr[-4000:]
     print(f"make cluster-sim: exit {res.returncode} after {wall:.0f} s\n{res.stdout[-6000:]}")
     summary = json.loads((art / "timeline.json").read_text())
+    return {"res": res, "summary": summary, "runs": runs, "name": name, "wall": wall, "artifacts": art}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1500)
+def test_make_cluster_sim_on_a_clean_clone(clean_clone_sim):
+    res, summary, wall = clean_clone_sim["res"], clean_clone_sim["summary"], clean_clone_sim["wall"]
+    runs, name = clean_clone_sim["runs"], clean_clone_sim["name"]
+    out = res.stdout[-8000:] + res.stderr[-4000:]
     assert res.returncode == 0, out
 
     # ≥ 2 worker nodes started from zero, and back to zero at the end
@@ -327,18 +452,123 @@ def test_make_cluster_sim_on_a_clean_clone():
     ]
     assert any(abs(gauges["ray_longctx_train_loss"]["value"] - x) < 1e-4 * max(1, abs(x)) for x in losses)
 
-    # the dashboard as a person sees it (when chromium is installed: make setup-browser)
+    print(f"cluster-sim test: {wall:.0f} s, peak workers {summary['max_alive']}")
+
+    # a second make cluster-sim over the now complete run folder: nothing runs, and it says so
+    timeline = clean_clone_sim["artifacts"] / "timeline.json"
+    written = timeline.stat().st_mtime_ns
+    again = subprocess.run(
+        [sys.executable, str(SIM / "sim.py"), "--storage", str(runs), "--run-name", name, "--no-browser"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.startswith("longctx cluster-sim: nothing ran:") and "run.force=true" in again.stdout
+    assert "SUCCEEDED" not in again.stdout and timeline.stat().st_mtime_ns == written
+
+
+def _require_chromium() -> None:
+    """Chromium is needed for the dashboard checks: without it they fail, loudly, unless the run says it
+    may go without (LONGCTX_ALLOW_NO_BROWSER=1, e.g. a laptop without make setup-browser): then they skip."""
     from browser import find_chromium
 
     if find_chromium():
-        shots = {s["page"]: s for s in summary["screenshots"]}
-        assert set(shots) == {"jobs", "cluster_nodes"}, summary["screenshot_errors"]
-        for shot in shots.values():
-            assert Path(shot["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot["ok"], shot
-        assert summary["job"]["id"] in Path(shots["jobs"]["html"]).read_text()
-        nodes_html = Path(shots["cluster_nodes"]["html"]).read_text()
-        assert nodes_html.count("ALIVE") >= 3  # the head and at least two workers while scaled up
-    print(f"cluster-sim test: {wall:.0f} s, peak workers {summary['max_alive']}")
+        return
+    if os.environ.get("LONGCTX_ALLOW_NO_BROWSER") == "1":
+        pytest.skip("no chromium on PATH and LONGCTX_ALLOW_NO_BROWSER=1: dashboard screenshots not checked")
+    pytest.fail(
+        "no chromium on PATH: the dashboard screenshots cannot be checked. Install it (make setup-browser), "
+        "or set LONGCTX_ALLOW_NO_BROWSER=1 to skip these checks on purpose",
+        pytrace=False,
+    )
+
+
+def test_missing_chromium_fails_loudly_unless_allowed(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium here
+    monkeypatch.delenv("LONGCTX_ALLOW_NO_BROWSER", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="no chromium on PATH.*make setup-browser"):
+        _require_chromium()
+    monkeypatch.setenv("LONGCTX_ALLOW_NO_BROWSER", "1")
+    with pytest.raises(pytest.skip.Exception, match="LONGCTX_ALLOW_NO_BROWSER=1"):
+        _require_chromium()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1500)
+def test_cluster_sim_dashboard_screenshots(request, png_facts):
+    """The dashboard as a person sees it, during make cluster-sim: the nodes page while scaled up and the
+    Jobs page once the job SUCCEEDED, each a real screenshot (the viewport's width, many colours, text)."""
+    _require_chromium()  # before the (long) simulated run
+    sim_run = request.getfixturevalue("clean_clone_sim")
+    summary = sim_run["summary"]
+    shots = {s["page"]: s for s in summary["screenshots"]}
+    assert set(shots) == {"jobs", "cluster_nodes"}, summary["screenshot_errors"]
+    for shot in shots.values():
+        assert shot["ok"], shot
+        png = png_facts(shot["png"])
+        assert png.width == 1440 and 600 <= png.height <= 1000, (png.width, png.height)
+        png.assert_drawn(png.width, png.height, min_colours=50)
+    assert summary["job"]["id"] in Path(shots["jobs"]["html"]).read_text()
+    nodes_html = Path(shots["cluster_nodes"]["html"]).read_text()
+    assert nodes_html.count("ALIVE") >= 3  # the head and at least two workers while scaled up
+
+
+class _StaticDashboard(http.server.BaseHTTPRequestHandler):
+    """A page that fills in from script after a moment (as the dashboard's React app does), and the
+    dashboard's token login: POST /api/authenticate answers 200 for `Bearer secret`, 401 otherwise."""
+
+    PAGE = (
+        b"<!doctype html><html><body style='font-family:sans-serif;margin:0'>"
+        b"<div style='background:#1f77b4;color:white;padding:24px'>Ray dashboard</div><div id='app'></div>"
+        b"<script>setTimeout(() => { document.getElementById('app').innerHTML = '<h2>Jobs</h2><table>"
+        b'<tr><td>lcx-sim-1</td><td style="color:#2ca02c">SUCCEEDED</td></tr></table>\'; }, 500);</script>'
+        b"</body></html>"
+    )
+
+    def do_GET(self):
+        self._reply(200, self.PAGE)
+
+    def do_POST(self):
+        self._reply(200 if self.headers.get("Authorization") == "Bearer secret" else 401, b"")
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_screenshots_are_real_pictures_of_the_page(tmp_path, png_facts):
+    """browser.shoot (headless Chromium over DevTools, the sim's screenshots) on a page served here: it logs
+    in with the token, waits for the page's text, and saves a PNG showing it; a refused login is an error."""
+    import browser
+
+    _require_chromium()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StaticDashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    page = browser.Page("jobs", "#/jobs", ["lcx-sim-1", "SUCCEEDED"])
+    try:
+        (shot,) = browser.shoot(url, "secret", [page], tmp_path, wait_s=30)
+        assert shot["ok"] and shot["shows"] == {"lcx-sim-1": True, "SUCCEEDED": True}, shot
+        assert "SUCCEEDED" in Path(shot["html"]).read_text()
+        png = png_facts(shot["png"])
+        assert png.width == 1440 and 600 <= png.height <= 1000, (png.width, png.height)
+        png.assert_drawn(png.width, png.height, min_colours=50)
+        assert png.near("#1f77b4") > 1440 * 40  # the header band, as wide as the page
+        assert png.near("#2ca02c", tol=40) > 20  # the status text, rendered
+        with pytest.raises(RuntimeError, match="dashboard login returned HTTP 401"):
+            browser.shoot(url, "wrong", [page], tmp_path / "refused", wait_s=5)
+    finally:
+        server.shutdown()
 
 
 # ---------------------------------------------------------------- a node lost mid-training

@@ -194,6 +194,70 @@ def test_rule_violations_name_their_reason(turns, fmt, reason):
     assert err.value.reason == reason
 
 
+MSG = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+PR = {"prompt": "instruction", "response": "output"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt", "field_map", "reason", "detail"),
+    [
+        (b"[1, 2]", "messages", {}, "bad_type", "row is list, expected an object"),
+        (b'"just text"', "messages", {}, "bad_type", "row is str, expected an object"),
+        (b"42", "sharegpt", {}, "bad_type", "row is int, expected an object"),
+        ({"messages": "hello"}, "messages", {}, "bad_type", "'messages' is not a list of objects"),
+        ({"messages": [MSG[0], "a"]}, "messages", {}, "bad_type", "'messages' is not a list of objects"),
+        (
+            {"conversations": {"from": "human"}},
+            "sharegpt",
+            {},
+            "bad_type",
+            "'conversations' is not a list of objects",
+        ),
+        (
+            {"dialog": "hi"},
+            "messages",
+            {"messages": "dialog"},
+            "bad_type",
+            "'dialog' is not a list of objects",
+        ),
+        ({"text": "no conversation"}, "messages", {}, "missing_field", "'messages'"),
+        ({"messages": MSG}, "messages", {"messages": "dialog"}, "missing_field", "'dialog'"),
+        ({"id": "x"}, "sharegpt", {}, "missing_field", "'conversations'"),
+        ({"instruction": "q"}, "prompt_response", PR, "missing_field", "'instruction' and 'output' columns"),
+        ({"output": "a"}, "prompt_response", PR, "missing_field", "'instruction' and 'output' columns"),
+    ],
+    ids=[
+        "list-row",
+        "string-row",
+        "number-row",
+        "conversation-a-string",
+        "turn-not-an-object",
+        "sharegpt-a-mapping",
+        "renamed-column-a-string",
+        "no-messages",
+        "renamed-column-absent",
+        "no-conversations",
+        "no-response",
+        "no-prompt",
+    ],
+)
+def test_bad_type_and_missing_field_rows_are_quarantined_with_their_reason(
+    raw, fmt, field_map, reason, detail
+):
+    """The two structural reasons, from the parser to the quarantine record the stage's actors write
+    (`import_pipeline.process_row`: the row never reaches the tokenizer, so none is needed here)."""
+    from data_gen.chat_import import parse_raw
+    from data_gen.importing import ImportSettings, process_row
+
+    with pytest.raises(BadRow) as err:
+        chat_row(parse_raw(raw), fmt, field_map, "mine")
+    assert (err.value.reason, err.value.detail) == (reason, detail)
+    encoded = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
+    out = process_row(None, ImportSettings("chat", "mine", fmt, field_map), "f.jsonl:1", encoded, False)
+    assert out["record"] is None and out["n_tokens"] == 0
+    assert json.loads(out["error"]) == {"reason": reason, "detail": detail}
+
+
 def test_content_is_kept_byte_for_byte():
     row = {"conversations": [{"from": "human", "value": "  hi \n"}, {"from": "gpt", "value": "yo\n\n"}]}
     got = chat_row(row, "sharegpt", {}, "x")

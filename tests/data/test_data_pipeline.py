@@ -72,7 +72,7 @@ def test_byte_identical_parquet_with_one_and_two_workers(two_runs):
     ]
 
 
-def test_outputs_stats_and_valid_rows(two_runs):
+def test_outputs_stats_and_valid_rows(two_runs, png_facts):
     out, _ = two_runs
     stats = json.loads((out / "stats.json").read_text())
     for key in (
@@ -87,8 +87,10 @@ def test_outputs_stats_and_valid_rows(two_runs):
     assert stats["num_samples"] == 12 and stats["eval"]["num_samples"] == 4
     assert set(stats["tokens"]) >= {"min", "median", "max"}
     assert sum(stats["answer_styles"].values()) == 12
-    assert (out / "plots" / "token_lengths.png").stat().st_size > 1000
-    assert (out / "plots" / "gold_positions.png").stat().st_size > 1000
+    # the plots are real pictures (600 x 350 px at 100 dpi) with their histogram bars drawn
+    for name, bars in (("token_lengths", "#4477aa"), ("gold_positions", "#cc6677")):
+        png = png_facts(out / "plots" / f"{name}.png").assert_drawn(600, 350)
+        assert png.near(bars) > 200, name
     assert (out / "quarantine" / "rows.jsonl").is_file()
     train, held_out = rows_of(out / "train"), rows_of(out / "eval")
     assert len(train) == 12 and len(held_out) == 4

@@ -144,6 +144,48 @@ def test_bad_documents_are_counted_by_reason(ray_local, tmp_path):
     assert len(rows) == 1 and len(rows[0]["doc_lens"]) == 3  # tides, winds, lanterns in one piece
 
 
+def test_text_suffixes_choose_which_files_are_documents(tmp_path):
+    """`data.source.text.suffixes`: files with those endings are read whole as one document each, row files
+    (jsonl/json/parquet) as rows with a text column, and every other file is not read at all."""
+    from data_gen.importing import iter_unit, read_units
+    from longctx_core.errors import LongctxError
+
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    for name, text in {
+        "a.txt": "Tides come twice a day.",
+        "b.md": "# Winds\nThey blow.",
+        "sub/c.rst": "Lanterns glow.",
+        "notes.log": "not a document",
+        "rows.jsonl": json.dumps({"text": "A row of text."}),
+    }.items():
+        (folder / name).write_text(text)
+
+    def read(*overrides):
+        src = load_config(
+            None, ["data.source.kind=text", f"data.source.path={folder}", *overrides]
+        ).data.source
+        units = read_units(src)
+        return {Path(u["path"]).relative_to(folder).as_posix(): list(iter_unit(u, src)) for u in units}
+
+    default = read()
+    assert sorted(default) == ["a.txt", "b.md", "rows.jsonl"]
+    assert default["a.txt"] == [("a.txt", b"Tides come twice a day.", True)]  # the whole file, one document
+    assert default["rows.jsonl"][0][2] is False  # a row, parsed later for its text column
+    rst = read("data.source.text.suffixes=[.rst]")
+    assert sorted(rst) == ["rows.jsonl", "sub/c.rst"]
+    assert rst["sub/c.rst"] == [("c.rst", b"Lanterns glow.", True)]
+    assert sorted(read("data.source.text.suffixes=[.log, .md]")) == ["b.md", "notes.log", "rows.jsonl"]
+    only_logs = tmp_path / "logs"
+    only_logs.mkdir()
+    (only_logs / "x.log").write_text("not a document")
+    src = load_config(None, ["data.source.kind=text", f"data.source.path={only_logs}"]).data.source
+    with pytest.raises(
+        LongctxError, match=r"^data.source.path: no \.jsonl/.*/\.parquet/\.txt/\.md files under"
+    ):
+        read_units(src)
+
+
 def test_text_source_without_documents_fails_before_ray(tmp_path, capsys):
     from ray_jobs.synthesize import main
 

@@ -2,13 +2,17 @@
 the base + a LoRA adapter trained here for two steps; every output is written and agrees with itself.
 
 The tiny model writes garbage, so nothing here is about accuracy: the test checks the pipeline, the files,
-that metrics.json's cells are the predictions' means, and that the plots are real PNGs of those numbers.
+that each prediction row is scored as by hand from its own fields, that metrics.json's cells and report.md's
+table are counts of those rows by hand (every cell of the models x lengths x positions grid present), and that
+the plots are real pictures, saved from figures of exactly those numbers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import string
 from collections import defaultdict
 from pathlib import Path
 
@@ -82,17 +86,54 @@ def _write_train(root: Path, questions: list[str]) -> None:
     pq.write_table(pa.Table.from_pylist(rows), root / "data" / "train" / "part-0.parquet")
 
 
-def _cell_means(predictions: list[dict], task: str, keys: tuple[str, ...]) -> dict[tuple, tuple[int, float]]:
-    groups = defaultdict(list)
+def _squad_norm(text: str) -> str:
+    """SQuAD's answer normalisation, written out here: lower case, no ASCII punctuation, no articles."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def _correct_by_hand(row: dict) -> bool:
+    """Whether a prediction row is right, from its own fields: qa/litm when a gold answer is contained in
+    the parsed answer (an empty answer never is), passkey when the reply's first number is the key."""
+    if row["task"] in ("qa", "litm"):
+        answer = _squad_norm(row["answer"])
+        return bool(answer) and any(_squad_norm(gold) in answer for gold in row["answers"])
+    numbers = re.findall(r"\d+", row["reply"])
+    return bool(numbers) and numbers[0] == row["answers"][0]
+
+
+def _cells_by_hand(predictions: list[dict], task: str, keys: tuple[str, ...]) -> dict[tuple, tuple[int, int]]:
+    """{(model, *cell keys): (prompts, correct)} of `task`, counted from the rows."""
+    cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for p in predictions:
         if p["task"] == task:
-            groups[(p["model"], *(p[k] for k in keys))].append(p["score"])
-    return {k: (len(v), sum(v) / len(v)) for k, v in groups.items()}
+            cell = cells[(p["model"], *(p[k] for k in keys))]
+            cell[0] += 1
+            cell[1] += _correct_by_hand(p)
+    return {k: (n, c) for k, (n, c) in cells.items()}
 
 
-def test_evaluate_stage_end_to_end(ray_local, tmp_path, adapter_dir, capsys):
-    import matplotlib.image as mpimg
+def _wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of correct/n (the textbook formula)."""
+    p, d = correct / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
 
+
+def _report_table(report: str, heading: str) -> list[list[str]]:
+    """The cells of the first Markdown table under `heading`, header row first."""
+    lines = report.split(f"## {heading}", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|---"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_evaluate_stage_end_to_end(ray_local, tmp_path, adapter_dir, capsys, png_facts):
     from longctx_core.eval import plots
     from ray_jobs.evaluate import main
 
@@ -112,27 +153,33 @@ def test_evaluate_stage_end_to_end(ray_local, tmp_path, adapter_dir, capsys):
         "base": ("base", 1024),
         "tuned": ("adapter", 1024),
     }
-    # metrics.json is the stage's own scoring of predictions.jsonl (perplexity's bucket sums live only in
-    # metrics.json; its cells are checked below). Exact numbers on known replies: test_eval_stage_scoring.py
-    from longctx_core.eval.report import aggregate
-
-    again = aggregate([p for p in predictions if p["task"] != "perplexity"], metrics["models"])["tasks"]
-    assert again == {t: m for t, m in metrics["tasks"].items() if t != "perplexity"}
-
-    # every cell of every grid, with counts, equal to the predictions' means
+    # Every row scored as by hand from its own fields (its parsed answer, its golds, its reply) ...
+    for p in predictions:
+        if p["task"] in ("qa", "litm", "passkey"):
+            assert p["score"] == float(_correct_by_hand(p)), p
+    # ... and every cell of metrics.json equal to a count of those rows by hand: prompts, correct, accuracy.
     tasks = metrics["tasks"]
-    for task, keys in (
-        ("qa", ("length", "position")),
-        ("passkey", ("length", "depth")),
-        ("litm", ("num_docs", "gold_index")),
-    ):
-        expect = _cell_means(predictions, task, keys)
-        got = {(c["model"], *(c[k] for k in keys)): (c["n"], c["accuracy"]) for c in tasks[task]["cells"]}
+    grids = {"qa": ("length", "position"), "passkey": ("length", "depth"), "litm": ("num_docs", "gold_index")}
+    for task, keys in grids.items():
+        expect = _cells_by_hand(predictions, task, keys)
+        got = {(c["model"], *(c[k] for k in keys)): c for c in tasks[task]["cells"]}
         assert set(got) == set(expect), task
-        for key, (count, mean) in expect.items():
-            assert got[key][0] == count and got[key][1] == pytest.approx(mean), (task, key)
-    assert len(tasks["qa"]["cells"]) == 2 * 2 * 3 and all(c["n"] == 2 for c in tasks["qa"]["cells"])
-    assert {c["length"] for c in tasks["qa"]["cells"]} == {1024 // 2 - 12, 1024 - 12}
+        for key, (prompts, correct) in expect.items():
+            assert (got[key]["n"], got[key]["correct"]) == (prompts, correct), (task, key)
+            assert got[key]["accuracy"] == pytest.approx(correct / prompts), (task, key)
+    # the grids are complete: models x lengths x positions (depths, gold indices), each cell every question
+    # eval.length_factors [0.5, 1] of the 1024-token limit, less the reply's tokens
+    lengths = {1024 // 2 - 12, 1024 - 12}
+    assert {c["length"] for c in tasks["qa"]["cells"]} == lengths
+    assert len(tasks["qa"]["cells"]) == 2 * len(lengths) * 3 and all(
+        c["n"] == 2 for c in tasks["qa"]["cells"]
+    )
+    assert len(tasks["passkey"]["cells"]) == 2 * 2 * 2 and all(c["n"] == 1 for c in tasks["passkey"]["cells"])
+    assert len(tasks["litm"]["cells"]) == 2 * 1 * 3 and all(c["n"] == 1 for c in tasks["litm"]["cells"])
+    qa_by_hand = _cells_by_hand(predictions, "qa", grids["qa"])
+    for model in ("base", "tuned"):
+        right = sum(c for key, (_, c) in qa_by_hand.items() if key[0] == model)
+        assert tasks["qa"]["by_model"]["accuracy"][model] == pytest.approx(right / 12)
     for c in tasks["qa"]["cells"]:
         assert 0.0 <= c["faithful_gold"] <= c["faithful_any"] <= c["quoted"] <= 1.0
     lb = {(c["model"], c["subset"]): c for c in tasks["longbench"]["cells"]}
@@ -150,25 +197,43 @@ def test_evaluate_stage_end_to_end(ray_local, tmp_path, adapter_dir, capsys):
     qa = next(p for p in predictions if p["task"] == "qa")
     assert {"prompt_id", "model", "reply", "answer", "score", "answers", "gold", "faithful_any"} <= set(qa)
 
-    # the plots are PNGs of exactly these numbers
-    for name in ("qa_position", "passkey_heatmap", "perplexity_position", "litm_position"):
-        png = out / "plots" / f"{name}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert mpimg.imread(png).shape[0] > 100
+    # the plots: real pictures (size, colours), saved from figures of exactly these cells
+    sizes = {"qa_position": (770, 462), "perplexity_position": (770, 462), "litm_position": (770, 462)}
+    sizes["passkey_heatmap"] = (990, 418)  # one panel per model
+    for name, (width, height) in sizes.items():
+        png_facts(out / "plots" / f"{name}.png").assert_drawn(width, height)
     series = plots.line_series(tasks["qa"]["cells"], "position", ("model", "length"), "accuracy")
-    cell_acc = _cell_means(predictions, "qa", ("length", "position"))
-    assert set(series) == {f"{m} length={n}" for m in ("base", "tuned") for n in (500, 1012)}
+    assert set(series) == {f"{m} length={n}" for m in ("base", "tuned") for n in sorted(lengths)}
     for label, (xs, ys) in series.items():
         model, length = label.split(" length=")
         assert xs == [0.0, 0.5, 1.0]
-        assert ys == pytest.approx([cell_acc[(model, int(length), x)][1] for x in xs])
+        assert ys == pytest.approx([qa_by_hand[(model, int(length), x)][1] / 2 for x in xs])
+    again = plots.save_figure(
+        plots.line_figure(
+            series,
+            "gold document position (0 = first, 1 = last)",
+            "accuracy (sub-span EM)",
+            "Multi-document QA: accuracy by gold position",
+        ),
+        tmp_path / "qa_again.png",
+    )
+    assert (out / "plots" / "qa_position.png").read_bytes() == again.read_bytes()
     heat = plots.heatmap_series(tasks["passkey"]["cells"])
-    assert heat["tuned"][0] == [0.0, 1.0] and heat["tuned"][1] == [500, 1012]
+    assert heat["tuned"][0] == [0.0, 1.0] and heat["tuned"][1] == sorted(lengths)
 
+    # report.md's accuracy table: each cell the hand count's accuracy, Wilson interval and questions
     report = (out / "report.md").read_text()
     for heading in ("by gold position", "Passkey", "Perplexity", "LongBench", "Lost in the Middle"):
         assert heading in report
-    assert "| tuned | 500 |" in report and "plots/qa_position.png" in report
+    table = _report_table(report, "Multi-document QA by gold position")
+    assert table[0] == ["model", "length", "position=0", "position=0.5", "position=1"]
+    assert len(table) == 1 + 2 * len(lengths)
+    for model, length, *cells in table[1:]:
+        for position, text in zip((0.0, 0.5, 1.0), cells, strict=True):
+            n, correct = qa_by_hand[(model, int(length), position)]
+            lo, hi = _wilson(correct, n)
+            assert text == f"{correct / n:.3f} [{lo:.2f}, {hi:.2f}] ({n})", (model, length, position)
+    assert "plots/qa_position.png" in report
 
 
 def test_evaluate_refuses_leaked_questions(tmp_path, adapter_dir, capsys):

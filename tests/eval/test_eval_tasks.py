@@ -112,6 +112,26 @@ def test_longbench_loader_and_prompt_format(tok):
         longbench.load_subset("musique", "unused", str(FIXTURES / "longbench"), None)
 
 
+def test_longbench_sample_lacking_fields_is_named(tmp_path):
+    """A <subset>.jsonl whose sample misses LongBench's input/context/answers: one error naming the file, the
+    sample's index and exactly the fields it lacks (in the data/ subfolder too); samples past `limit` are
+    not read, so they cannot fail."""
+    good = json.loads((FIXTURES / "longbench" / "hotpotqa.jsonl").read_text().splitlines()[0])
+    broken = {k: v for k, v in good.items() if k not in ("context", "answers")}
+    (tmp_path / "data").mkdir()
+    file = tmp_path / "data" / "hotpotqa.jsonl"
+    file.write_text("\n".join(json.dumps(r) for r in (good, good, broken)) + "\n")
+    with pytest.raises(LongctxError) as err:
+        longbench.load_subset("hotpotqa", "unused", str(tmp_path), limit=None)
+    assert str(err.value) == f"LongBench {file}: sample 2 lacks fields ['context', 'answers']"
+    assert [r["_id"] for r in longbench.load_subset("hotpotqa", "unused", str(tmp_path), limit=2)] == [
+        "hq-1"
+    ] * 2
+    file.write_text(json.dumps({"input": "q?"}) + "\n")
+    with pytest.raises(LongctxError, match=r"sample 0 lacks fields \['context', 'answers'\]$"):
+        longbench.load_subset("hotpotqa", "unused", str(tmp_path), limit=1)
+
+
 def test_longbench_truncates_from_the_middle(tok):
     head, tail = "Read the passages first.\n", "\nQuestion: where?\nAnswer:"
     middle = " ".join(f"Passage {i} talks about river number {i}." for i in range(300))

@@ -123,7 +123,7 @@ def _diagnosis(**kw):
     } | kw
 
 
-def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_path):
+def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_path, png_facts):
     from repro.config import load_repro_config
     from repro.report import write_report
 
@@ -142,7 +142,9 @@ def test_report_states_the_middle_gap_with_intervals(lost_in_the_middle, tmp_pat
     report = write_report(cfg, lost_in_the_middle, {0: base, 1: weak}, command="make repro")
     text = report.read_text()
     data = json.loads((tmp_path / "r" / "repro.json").read_text())["analysis"]
-    assert (tmp_path / "r" / "plots" / "accuracy_by_position.png").stat().st_size > 0
+    png = png_facts(tmp_path / "r" / "plots" / "accuracy_by_position.png").assert_drawn(720, 480)
+    # the last two lines drawn (plain and paraphrase at 4 x L0; the base's lie beneath them) are in it
+    assert png.near("#2ca02c") > 100 and png.near("#d62728") > 100
     # 60 units = 2 seeds x 30 questions; base at L0 perfect, at 4 x L0 only the edges.
     assert data["accuracy"]["208"]["base"]["all"]["mean"] == 1.0
     long = data["accuracy"]["976"]

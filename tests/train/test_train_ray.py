@@ -3,8 +3,8 @@ small tiny model, packed rows streamed from Parquet through Ray Data.
 
 One fit per scenario (each costs ~30-60 s here), shared by the assertions on it:
 - `zero2_run`: the CPU demo preset with overrides, through the `ray_jobs.train` entrypoint (ZeRO-2, 4-bit).
-- `zero3_killed_run`: ZeRO-3 + 4-bit (quant storage = fp32), one worker SIGKILLed mid-run; the run
-  resumes from its last checkpoint. Its workers run `probe_worker`: after training, the trained engine's
+- `zero3_killed_run`: ZeRO-3 + 4-bit (quant storage = fp32), cosine LR with warm-up, one worker SIGKILLed
+  mid-run; the run resumes from its last checkpoint, on the schedule where it stopped. Its workers run `probe_worker`: after training, the trained engine's
   logits on a fixed batch are saved for comparison with the reloaded adapter.
 """
 
@@ -25,6 +25,7 @@ from longctx_core.infra.metrics import read_jsonl
 
 CHECKPOINT_EVERY = 4
 MAX_STEPS = 16
+WARMUP_STEPS = 3
 PROBE_FILE = "probe_logits.pt"
 
 
@@ -144,7 +145,8 @@ def _kill_rank_mid_run(root: Path, rank: int, report: dict, timeout: float = 600
 
 @pytest.fixture(scope="module")
 def zero3_killed_run(ray_local, make_train_cfg, tmp_path_factory):
-    """ZeRO-3 + 4-bit, checkpoint every 4 steps; rank 1 SIGKILLed after the first registered checkpoint."""
+    """ZeRO-3 + 4-bit, checkpoint every 4 steps, cosine LR after a warm-up; rank 1 SIGKILLed after the first
+    registered checkpoint."""
     from longctx_core.config import run_dir
     from longctx_core.infra.runs import prepare_run_dir
     from longctx_core.train.driver import train
@@ -159,6 +161,9 @@ def zero3_killed_run(ray_local, make_train_cfg, tmp_path_factory):
             "train.checkpoint_every": CHECKPOINT_EVERY,
             "train.max_failures": 3,
             "model.lora.dropout": 0.1,  # RNG state must be restored for the resumed losses to match
+            # A rate that changes every step (a constant one would hide a schedule restarted from step 0)
+            "train.lr_schedule": "cosine",
+            "train.warmup_steps": WARMUP_STEPS,
         },
     )
     root = prepare_run_dir(cfg, "train")
@@ -352,6 +357,47 @@ def test_killed_worker_resumes_from_last_checkpoint(zero3_killed_run):
     for epoch in {r["epoch"] for r in history.values()}:
         digests = [tuple(r["data_digest"]) for r in history.values() if r["epoch"] == epoch]
         assert len(set(digests)) == len(digests)
+
+
+@pytest.mark.e2e
+def test_killed_worker_resumes_the_lr_schedule(zero3_killed_run):
+    """The learning rate logged at every step, before the kill and after the resume, is the one an
+    uninterrupted run of the same schedule (cosine after a linear warm-up, over the run's planned steps)
+    has at that step: a scheduler begun again from step 0 on resume would log warm-up rates instead."""
+    import torch
+
+    from longctx_core.train.schedule import lr_lambda
+
+    run, cfg = zero3_killed_run, zero3_killed_run["cfg"]
+    assert run["killed"], "the run finished before the worker could be killed"
+    assert run["summary"]["steps"] == MAX_STEPS and run["summary"]["total_steps_planned"] == MAX_STEPS
+    # the uninterrupted run of the schedule: one scheduler step per optimizer step, rate after each
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=cfg.train.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train, MAX_STEPS))
+    uninterrupted = {}
+    for step in range(1, MAX_STEPS + 1):
+        opt.step()
+        sched.step()
+        uninterrupted[step] = sched.get_last_lr()[0]
+    rates = [uninterrupted[s] for s in range(1, MAX_STEPS + 1)]
+    assert max(rates) == pytest.approx(cfg.train.lr) and rates[0] < rates[WARMUP_STEPS - 1]  # warm-up
+    assert (
+        rates[WARMUP_STEPS:] == sorted(rates[WARMUP_STEPS:], reverse=True) and rates[-1] < rates[0]
+    )  # decay
+
+    rows = read_jsonl(run["root"] / "train" / "metrics.jsonl")
+    attempts = _attempts(rows)
+    resumed = [(start, steps) for start, steps in attempts[1:] if start > 0 and steps]
+    assert resumed, attempts  # a restart from a checkpoint logged steps
+    for _, steps in attempts:
+        for r in steps:
+            assert r["lr"] == pytest.approx(uninterrupted[r["step"]], rel=1e-6), (r["step"], r["lr"])
+    start, steps = resumed[0]
+    assert steps[0]["step"] == start + 1 and steps[0]["lr"] != pytest.approx(uninterrupted[1], rel=1e-3)
+    history = _history(rows)
+    assert sorted(history) == list(range(1, MAX_STEPS + 1))
+    assert [history[s]["lr"] for s in sorted(history)] == pytest.approx(rates, rel=1e-6)
 
 
 @pytest.mark.e2e
