@@ -65,8 +65,9 @@ class WorldSpec:
             raise ValueError("facts_per_doc: min must be >= 1 (and name_syllables min >= 1)")
         if not 0.0 <= self.zh_fraction <= 1.0:
             raise ValueError(f"zh_fraction: must be in [0, 1], got {self.zh_fraction}")
-        unknown = set(self.kinds) - set(KINDS)
-        if not self.kinds or unknown:
+        if not self.kinds:
+            raise ValueError("kinds: must name at least one entity kind")
+        if set(self.kinds) - set(KINDS):
             raise ValueError(f"kinds: must be a non-empty subset of {KINDS}, got {self.kinds}")
         if self.facts:
             known = {f.key for kind in self.kinds for f in FACTS[kind]}

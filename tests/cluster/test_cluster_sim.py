@@ -262,7 +262,7 @@ def test_sim_refuses_before_starting_any_cluster(tmp_path):
 
 def _mark_done(cfg, stages) -> None:
     """Put `stages`' final outputs and markers in cfg's run folder, as the pipeline leaves them."""
-    from longctx_core.runner.chain import mark_stage_done, stage_output
+    from longctx_core.runner.markers import mark_stage_done, stage_output
 
     root = run_dir(cfg)
     for stage in stages:
