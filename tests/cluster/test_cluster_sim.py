@@ -111,41 +111,18 @@ def test_requests_and_checks_against_the_real_launcher_yaml():
         )
 
 
+def _aws_dry_run(stage: str, override: str, tmp_path) -> str:
+    """The one-line error of `submit.sh <stage> <demo> <override>` checked against cluster/aws.yaml."""
+    args = [stage, DEMO, "run.storage_path=/mnt/shared/runs", override, "--cluster-yaml", str(AWS)]
+    return _one_line_error(_submit([*args, "--address", "http://127.0.0.1:9", "--dry-run"], tmp_path))
+
+
 def test_submit_refuses_a_request_no_node_type_offers(tmp_path):
-    res = _submit(
-        [
-            "pipeline",
-            DEMO,
-            "run.storage_path=/mnt/shared/runs",
-            "train.cpus_per_worker=500",
-            "--cluster-yaml",
-            str(AWS),
-            "--address",
-            "http://127.0.0.1:9",
-            "--dry-run",
-        ],
-        tmp_path,
-    )
-    line = _one_line_error(res)
+    line = _aws_dry_run("pipeline", "train.cpus_per_worker=500", tmp_path)
     assert "train.cpus_per_worker" in line and "CPU: 500" in line
     assert "ray.worker.cpu {CPU: 32}" in line and "ray.worker.gpu {CPU: 192, GPU: 8}" in line
     # the simulated GPU pool's resource does not exist on AWS: named with the node types
-    line = _one_line_error(
-        _submit(
-            [
-                "train",
-                DEMO,
-                "run.storage_path=/mnt/shared/runs",
-                f"train.accelerator_resource={fakecluster.SIM_ACCELERATOR}",
-                "--cluster-yaml",
-                str(AWS),
-                "--address",
-                "http://127.0.0.1:9",
-                "--dry-run",
-            ],
-            tmp_path,
-        )
-    )
+    line = _aws_dry_run("train", f"train.accelerator_resource={fakecluster.SIM_ACCELERATOR}", tmp_path)
     assert (
         fakecluster.SIM_ACCELERATOR in line
         and "train.accelerator_resource" in line
