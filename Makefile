@@ -44,6 +44,8 @@ test: setup
 test-e2e: setup setup-browser
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
+# The longest tests (-m slow: a lost node, make repro end to end, ZeRO-3 with a plain LoRA adapter, resubmitted
+# runs, the GPU bench's CPU dry run). CI runs it after make test-e2e.
 test-slow: setup setup-browser
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 

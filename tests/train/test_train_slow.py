@@ -3,6 +3,7 @@ resubmitted run continuing from its checkpoint, and synthesize -> train on data_
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,23 @@ def test_zero3_plain_lora_adapter_is_complete(ray_local, make_train_cfg, tmp_pat
     assert all(v.abs().max() > 0 for k, v in saved.items() if "lora_B" in k)
 
 
-def test_resubmitted_run_continues_from_its_checkpoint(ray_local, make_train_cfg, tmp_path):
-    first = _train(make_train_cfg(tmp_path, **{"train.max_steps": 4, "train.checkpoint_every": 2}))
+@pytest.fixture(scope="module")
+def four_step_run(ray_local, make_train_cfg, tmp_path_factory):
+    """One 4-step run checkpointed every 2 steps, trained once for both resubmission tests: each works on
+    its own copy of the storage (`_copy_run`), so neither depends on the other or on their order."""
+    storage = tmp_path_factory.mktemp("four-step-run")
+    summary = _train(make_train_cfg(storage, **{"train.max_steps": 4, "train.checkpoint_every": 2}))
+    return storage, summary
+
+
+def _copy_run(four_step_run, dest: Path) -> dict:
+    storage, summary = four_step_run
+    shutil.copytree(storage, dest, dirs_exist_ok=True)
+    return summary
+
+
+def test_resubmitted_run_continues_from_its_checkpoint(four_step_run, make_train_cfg, tmp_path):
+    first = _copy_run(four_step_run, tmp_path)
     assert first["steps"] == 4 and first["resumed_from_step"] is None
     again = _train(make_train_cfg(tmp_path, **{"train.max_steps": 6, "train.checkpoint_every": 2}))
     assert again["steps"] == 6 and again["resumed_from_step"] == 4
@@ -49,14 +65,20 @@ def test_resubmitted_run_continues_from_its_checkpoint(ray_local, make_train_cfg
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_resubmission_with_another_config_is_refused(ray_local, make_train_cfg, tmp_path):
+def test_resubmission_with_another_config_is_refused(four_step_run, make_train_cfg, tmp_path):
     from longctx_core.errors import LongctxError
 
-    _train(make_train_cfg(tmp_path, **{"train.max_steps": 2}))
+    _copy_run(four_step_run, tmp_path)
+    checkpoints = tmp_path / "t" / "train" / "ray" / "ray-train"
+    kept = sorted(p.name for p in checkpoints.glob("checkpoint-*"))
+    assert kept  # the copied run holds checkpoints of the first config
     with pytest.raises(LongctxError, match="different train/model/data config; set run.force=true"):
         _train(make_train_cfg(tmp_path, **{"train.max_steps": 2, "train.lr": 1e-4}))
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == kept  # the refusal touched nothing
     forced = _train(make_train_cfg(tmp_path, **{"train.max_steps": 2, "train.lr": 1e-4, "run.force": True}))
-    assert forced["resumed_from_step"] is None
+    assert forced["resumed_from_step"] is None and forced["steps"] == 2  # started over, not at step 4
+    rows = read_jsonl(tmp_path / "t" / "train" / "metrics.jsonl")
+    assert [r["resumed_from_step"] for r in rows if r.get("event") == "start"] == [0]
 
 
 def test_synthesize_then_train_on_data_gen_output(ray_local, tmp_path, tiny_model_dir):
