@@ -27,7 +27,6 @@ from data_gen.synthesis.composing import (
 from data_gen.synthesis.planning import (
     Prepared,
     base_overheads,
-    heldout_records,
     plan_samples,
     prepare_records,
 )
@@ -43,7 +42,6 @@ __all__ = [
     "compose_locally",
     "compose_on_ray",
     "compose_task",
-    "heldout_records",
     "plan_samples",
     "prepare_records",
     "synthesize",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from data_gen.quarantine import describe_exception, reasons_text
 from longctx_core.data import styles
-from longctx_core.data.compose import DocPool, chat_tokens, count_doc_tokens, token_tolerance
+from longctx_core.data.compose import chat_tokens, count_doc_tokens, token_tolerance
 from longctx_core.data.evidence import Evidence, EvidenceError, locate_evidence
 from longctx_core.data.records import Document, Malformed, QARecord
 from longctx_core.data.seeding import derive_seed, rng_for
@@ -128,13 +128,6 @@ def _bad_record(reason: str, detail: str, rec: QARecord) -> Malformed:
     return Malformed(
         reason, detail, rec.source, rec.id, json.dumps(rec.to_dict(), ensure_ascii=False)[:RAW_CHARS]
     )
-
-
-def heldout_records(cfg, tok) -> tuple[list[tuple[QARecord, Evidence]], DocPool]:
-    """The held-out (eval-split) questions with their evidence, and the eval distractor pool: what the
-    evaluate stage needs to compose its own samples (e.g. one question at fixed gold positions)."""
-    prep = prepare_records(cfg, tok)
-    return [(rec, ev) for rec, ev, _ in prep.records["eval"]], DocPool(*prep.pools["eval"])
 
 
 def _draw_target(data, rng) -> int:

@@ -67,10 +67,6 @@ def all_stages() -> dict[str, Stage]:
     return found
 
 
-def names() -> list[str]:
-    return list(all_stages())
-
-
 def get(name: str) -> Stage:
     stages = all_stages()
     if name not in stages:
